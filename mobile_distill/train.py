@@ -1,0 +1,218 @@
+"""One training loop for teachers (metric learning) and, later, students (distillation).
+
+Reads top to bottom: ``main`` sets up data, model, loss, optimiser and schedule, then runs
+``train_one_epoch`` / ``evaluate_split`` per epoch and writes the run directory:
+``args.yaml``, ``metrics.csv``, ``last.pt`` (``best.pt`` with a validation split), ``results.json``.
+
+Reproducibility: every epoch re-seeds all RNGs from ``(seed, epoch)`` and the PK sampler derives
+its order from the same pair, so resuming from the checkpoint written after epoch e replays
+epoch e+1 exactly; a run killed at any point and resumed ends bit-identical on CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, model_from_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig, dump_yaml, make_config
+from .data import ImageDataset, create_dataset
+from .data.base import Sample
+from .data.sampler import PKBatchSampler
+from .data.transforms import train_transform
+from .evaluate import evaluate_samples
+from .losses.metric import mean_pairwise_distance, metric_loss_from_config
+from .models import create_model
+from .models.complexity import complexity
+from .utils.io import write_json_atomic, write_text_atomic
+from .utils.seed import epoch_seed, seed_everything
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def split_validation(train: List[Sample], fraction: float, seed: int):
+    """Carve whole classes out of the training split for model selection (never the test classes)."""
+    if fraction <= 0:
+        return train, []
+    classes = sorted({y for _, y in train})
+    g = torch.Generator().manual_seed(seed)
+    n_val = max(2, round(len(classes) * fraction))
+    val = {classes[i] for i in torch.randperm(len(classes), generator=g)[:n_val].tolist()}
+    return [s for s in train if s[1] not in val], [s for s in train if s[1] in val]
+
+
+def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    head = list(model.head.parameters())
+    head_ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    groups = [{"params": body, "lr": cfg.backbone_lr}]
+    if head:
+        groups.append({"params": head, "lr": cfg.lr})
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return opt(groups, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.scheduler == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, device, epoch: int, progress: bool) -> Dict:
+    model.train()
+    totals: Dict[str, float] = {}
+    n_batches, n_images, mpd, start = 0, 0, 0.0, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", disable=not progress, leave=False)
+    for images, labels, _ in bar:
+        images, labels = images.to(device), labels.to(device)
+        embeddings = model(images)  # (B, D)
+        terms = loss_fn(embeddings, labels)
+        loss = sum(terms.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        for k, v in {"loss": loss, **terms}.items():
+            totals[k] = totals.get(k, 0.0) + float(v.detach())
+        mpd += mean_pairwise_distance(embeddings)
+        n_batches, n_images = n_batches + 1, n_images + len(images)
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{n_images / (time.perf_counter() - start):.0f}")
+    stats = {k: v / max(n_batches, 1) for k, v in totals.items()}
+    stats["mean_pairwise_distance"] = mpd / max(n_batches, 1)
+    stats["images_per_s"] = n_images / max(time.perf_counter() - start, 1e-9)
+    return stats
+
+
+def evaluate_split(model, samples: Sequence[Sample], cfg: TrainConfig, device, ks=(1, 2, 4, 8),
+                   dataset: str = "", domains=None, progress: bool = False) -> Dict:
+    return evaluate_samples(model, samples, cfg.image_size, device, ks, dataset, domains, cfg.eval_resize,
+                            cfg.eval_batch_size, cfg.workers, progress)
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    """``out_dir/name``, or ``name-2``, ``name-3``, ... if that already holds a run."""
+    base = Path(cfg.out_dir) / cfg.name
+    run_dir, i = base, 2
+    while (run_dir / "args.yaml").exists():
+        run_dir, i = base.with_name(f"{base.name}-{i}"), i + 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def write_metrics_csv(path: Path, history: List[Dict]) -> None:
+    keys: List[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomic(path, buf.getvalue())
+
+
+def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None, progress: bool = True) -> Dict:
+    """Train (or resume) a run; returns the ``results.json`` content.
+
+    Args:
+        cfg: the configuration (ignored when resuming: the checkpoint's own is used).
+        resume: path of a ``last.pt`` to continue from.
+    """
+    ckpt = load_checkpoint(resume) if resume else None
+    if ckpt is not None:
+        cfg, run_dir = make_config(ckpt["config"]), Path(resume).parent
+        for torn in run_dir.glob(".*.tmp"):  # left by a write that a kill interrupted
+            torn.unlink()
+    else:
+        cfg = cfg or TrainConfig()
+        run_dir = new_run_dir(cfg)
+    write_text_atomic(run_dir / "args.yaml", dump_yaml(cfg))
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+
+    # data
+    data = create_dataset(cfg.data, skip_bad_images=cfg.skip_bad_images, progress=progress)
+    train_samples, val_samples = split_validation(data.train, cfg.val_classes, cfg.seed)
+    sampler = PKBatchSampler([y for _, y in train_samples], cfg.classes_per_batch, cfg.images_per_class,
+                             seed=cfg.seed, batches_per_epoch=cfg.batches_per_epoch)
+    transform = train_transform(cfg.image_size, (cfg.crop_scale, 1.0), cfg.hflip, cfg.color_jitter)
+    loader = DataLoader(ImageDataset(train_samples, transform, data.name), batch_sampler=sampler,
+                        num_workers=cfg.workers)
+
+    # model, loss, optimiser
+    if ckpt is not None:
+        model = model_from_checkpoint(ckpt, str(resume))
+    else:
+        model = create_model(cfg.model, cfg.embedding_dim, cfg.pretrained, cfg.image_size)
+    model.to(device)
+    loss_fn = metric_loss_from_config(cfg).to(device)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, len(sampler))
+    start_epoch, history, best, train_time = 0, [], -1.0, 0.0
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        start_epoch, history = ckpt["epoch"], ckpt["history"]
+        best, train_time = ckpt.get("best_val_recall", -1.0), ckpt.get("train_time_s", 0.0)
+
+    def payload(epoch: int) -> Dict:
+        return {"model": model.model_info(), "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "step": epoch * len(sampler),
+                "config": cfg.to_dict(), "history": history, "rng": rng_state(), "best_val_recall": best,
+                "train_time_s": train_time, "data": {"name": data.name, **data.summary()}}
+
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_everything(epoch_seed(cfg.seed, epoch))
+        sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        stats = train_one_epoch(model, loader, loss_fn, optimizer, scheduler, device, epoch, progress)
+        train_time += time.perf_counter() - t0
+        row = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in stats.items()}, "lr": scheduler.get_last_lr()[-1]}
+        if val_samples:
+            row["val_recall@1"] = evaluate_split(model, val_samples, cfg, device, dataset=data.name)["recall@1"]
+        last = epoch + 1 == cfg.epochs
+        if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+            row["test_recall@1"] = evaluate_split(model, data.test, cfg, device, dataset=data.name)["recall@1"]
+        history.append(row)
+        if val_samples and row["val_recall@1"] > best:
+            best = row["val_recall@1"]
+            save_checkpoint(run_dir / "best.pt", payload(epoch + 1))
+        save_checkpoint(run_dir / "last.pt", payload(epoch + 1))
+        write_metrics_csv(run_dir / "metrics.csv", history)
+        # One line per epoch even without progress bars: the learning curve is the point.
+        shown = {k: row[k] for k in row if k in ("loss", "mean_pairwise_distance", "images_per_s") or "recall" in k}
+        tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+
+    # Final numbers come from the selected model: best on validation classes, else the last epoch.
+    selected = "last"
+    if val_samples and (run_dir / "best.pt").exists():
+        model = model_from_checkpoint(load_checkpoint(run_dir / "best.pt")).to(device)
+        selected = "best (validation classes)"
+    test = evaluate_split(model, data.test, cfg, device, ks=data.recall_ks, dataset=data.name,
+                          domains=data.domains, progress=progress)
+    results = {"run_dir": str(run_dir), "selected": selected, "test": test, "model": model.model_info(),
+               "complexity": complexity(model.cpu(), cfg.image_size), "train_time_s": round(train_time, 1),
+               "epochs": cfg.epochs, "data": {"name": data.name, **data.summary()}, "device": str(device)}
+    write_json_atomic(run_dir / "results.json", results)
+    return results

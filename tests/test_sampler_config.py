@@ -1,0 +1,75 @@
+from collections import Counter
+
+import pytest
+import yaml
+
+from mobile_distill.config import TrainConfig, builtin_config, load_yaml, make_config
+from mobile_distill.data.sampler import PKBatchSampler
+from mobile_distill.errors import ConfigError
+
+
+def _labels(n_classes=10, per=5):
+    return [c for c in range(n_classes) for _ in range(per)]
+
+
+def test_pk_batches_have_p_classes_k_images():
+    labels = _labels()
+    s = PKBatchSampler(labels, classes_per_batch=4, images_per_class=3, seed=1)
+    batches = list(s)
+    assert len(batches) == len(s) == 2  # 10 classes // 4
+    for b in batches:
+        counts = Counter(labels[i] for i in b)
+        assert len(counts) == 4 and set(counts.values()) == {3}
+        assert len(set(b)) == len(b)  # no image twice when a class has enough
+
+
+def test_pk_deterministic_per_seed_and_epoch():
+    labels = _labels()
+    a = PKBatchSampler(labels, 4, 2, seed=3)
+    b = PKBatchSampler(labels, 4, 2, seed=3)
+    assert list(a) == list(b)
+    a.set_epoch(1)
+    assert list(a) != list(b)
+    b.set_epoch(1)
+    assert list(a) == list(b)
+    assert list(PKBatchSampler(labels, 4, 2, seed=4)) != list(PKBatchSampler(labels, 4, 2, seed=3))
+
+
+def test_pk_small_classes_and_fixed_length():
+    labels = [0, 1, 1, 2, 2, 2]
+    s = PKBatchSampler(labels, 2, 3, seed=0, batches_per_epoch=7)
+    batches = list(s)
+    assert len(batches) == 7
+    for b in batches:
+        counts = Counter(labels[i] for i in b)
+        assert len(counts) == 2 and set(counts.values()) == {3}
+
+
+def test_pk_rejects_more_classes_than_exist():
+    with pytest.raises(ConfigError, match="only 3 classes"):
+        PKBatchSampler([0, 1, 2], 4, 2)
+
+
+def test_config_precedence_and_errors(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"epochs": 7, "lr": 0.01, "model": "resnet18"}))
+    cfg = make_config(load_yaml(f), epochs=3, model=None)
+    assert (cfg.epochs, cfg.lr, cfg.model) == (3, 0.01, "resnet18")
+    assert cfg.batch_size == cfg.classes_per_batch * cfg.images_per_class
+    with pytest.raises(ConfigError, match="unknown config key.*epochz"):
+        make_config({"epochz": 3})
+    with pytest.raises(ConfigError, match="optimizer must be one of"):
+        make_config(optimizer="lion")
+    with pytest.raises(ConfigError, match="epochs must be int"):
+        make_config(epochs="many")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_yaml(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("a: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(tmp_path / "bad.yaml")
+
+
+def test_builtin_teacher_config_is_valid():
+    assert builtin_config("teacher_emoji") is not None
+    cfg = make_config(load_yaml("teacher_emoji"))
+    assert isinstance(cfg, TrainConfig) and cfg.data == "emoji"

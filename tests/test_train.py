@@ -1,0 +1,104 @@
+"""Training runs end to end on a tiny image set: run directory contract, learning, and
+kill-and-resume giving bit-identical weights."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+import yaml
+
+from conftest import REPO, run_cli, tiny_train_args
+
+from mobile_distill.checkpoint import load_checkpoint
+
+
+def _weights(path):
+    return load_checkpoint(path)["state_dict"]
+
+
+def test_train_writes_run_directory_and_learns(shapes_dir, tmp_path):
+    proc = run_cli("train", *tiny_train_args(shapes_dir, tmp_path / "runs", epochs=10, **{"eval-every": 5}))
+    run = tmp_path / "runs" / "tiny"
+    for name in ("args.yaml", "metrics.csv", "last.pt", "results.json"):
+        assert (run / name).is_file(), name
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    assert args["model"] == "mobilenet_v1_025" and args["epochs"] == 10
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 11 and "mean_pairwise_distance" in rows[0] and "test_recall@1" in rows[0]
+    results = json.loads((run / "results.json").read_text())
+    # 4 test classes x 6 images: chance Recall@1 is 5/23 = 0.22; the shapes are easy.
+    assert results["test"]["recall@1"] > 0.5
+    assert results["complexity"]["params"] > 0
+    assert "recall@1" in proc.stdout and f"saved to {run}" in proc.stdout
+    ckpt = torch.load(run / "last.pt", weights_only=True)  # the contract: plain tensors and values
+    assert ckpt["model"]["arch"] == "mobilenet_v1_025" and ckpt["epoch"] == 10
+    assert ckpt["model"]["mean"] and ckpt["model"]["image_size"] == 32
+    # `mdistill eval` on the checkpoint reproduces the run's own final numbers.
+    out = tmp_path / "eval.json"
+    run_cli("eval", run / "last.pt", "--json", out)
+    assert json.loads(out.read_text())["recall@1"] == results["test"]["recall@1"]
+
+
+def test_validation_split_selects_best_without_test_classes(shapes_dir, tmp_path):
+    run_cli("train", *tiny_train_args(shapes_dir, tmp_path / "runs", epochs=2, **{"val-classes": 0.5,
+                                                                                  "classes-per-batch": 2}))
+    run = tmp_path / "runs" / "tiny"
+    assert (run / "best.pt").is_file()
+    results = json.loads((run / "results.json").read_text())
+    assert results["selected"].startswith("best")
+    assert "val_recall@1" in (run / "metrics.csv").read_text()
+
+
+def test_same_seed_same_numbers_and_new_run_dir(shapes_dir, tmp_path):
+    from mobile_distill.config import make_config
+    from mobile_distill.train import main
+
+    cfg = make_config(data=f"folder:{shapes_dir}", out_dir=str(tmp_path), name="r", model="mobilenet_v1_025",
+                      pretrained="none", embedding_dim=8, image_size=32, epochs=2, classes_per_batch=4,
+                      images_per_class=2, batches_per_epoch=2, eval_every=0)
+    a = main(cfg, progress=False)
+    b = main(cfg, progress=False)
+    assert b["run_dir"].endswith("r-2")  # never overwrites an existing run
+    assert a["test"] == b["test"]
+    wa, wb = _weights(tmp_path / "r" / "last.pt"), _weights(tmp_path / "r-2" / "last.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_kill_and_resume_is_bit_identical(shapes_dir, tmp_path):
+    """SIGKILL a real training process mid-run, resume it, compare with an uninterrupted run."""
+    extra = {"epochs": 6, "batches-per-epoch": 6, "image-size": 48, "eval-every": 2}
+    run_cli("train", *tiny_train_args(shapes_dir, tmp_path / "runs", name="straight", **extra))
+
+    args = tiny_train_args(shapes_dir, tmp_path / "runs", name="killed", **extra)
+    env = {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mobile_distill.cli", "train", "--quiet", *args],
+                            cwd=REPO, env={**__import__("os").environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = tmp_path / "runs" / "killed" / "last.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and load_checkpoint(last)["epoch"] >= 2:
+            break
+        time.sleep(0.02)
+    time.sleep(0.15)  # land somewhere inside the next epoch
+    assert proc.poll() is None, "training finished before it could be killed; make the run longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(last)["epoch"]
+    assert 2 <= killed_at < 6
+
+    run_cli("train", "--resume", last)
+    assert not list(last.parent.glob(".*.tmp"))  # a temp file torn by the kill is cleaned up
+    straight, resumed = _weights(tmp_path / "runs" / "straight" / "last.pt"), _weights(last)
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight), "resumed weights differ"
+    a = json.loads((tmp_path / "runs" / "straight" / "results.json").read_text())
+    b = json.loads((last.parent / "results.json").read_text())
+    assert a["test"] == b["test"]
+    assert (tmp_path / "runs" / "straight" / "metrics.csv").read_text().count("\n") == \
+        (last.parent / "metrics.csv").read_text().count("\n")
