@@ -103,7 +103,9 @@ def _config_options(fn):
     for f in reversed(fields(TrainConfig)):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "") + f" [default: {f.default}]"
-        if f.type == "bool":
+        if f.type.startswith("Tuple"):
+            fn = click.option(flag, f.name, multiple=True, default=None, help=help_text)(fn)
+        elif f.type == "bool":
             fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)(fn)
         else:
             kind = {"int": int, "float": float, "str": str}[f.type]
@@ -122,6 +124,7 @@ def train_cmd(config_file, resume, quiet, **overrides):
     from .evaluate import format_table
     from .train import main
 
+    overrides = {k: (v or None) if isinstance(v, tuple) else v for k, v in overrides.items()}
     cfg = None
     if resume is None:
         cfg = make_config(load_yaml(config_file) if config_file else {}, **overrides)

@@ -39,13 +39,22 @@ class TrainConfig:
     pretrained: str = field(default="imagenet", metadata={"help": "imagenet or none"})
     embedding_dim: int = field(default=512, metadata={"help": "embedding size D"})
     # loss
-    loss: str = field(default="multi_similarity", metadata={"help": "metric loss: multi_similarity or triplet"})
+    loss: str = field(default="multi_similarity", metadata={"help": "task loss: multi_similarity, triplet or none (pure distillation)"})
     margin: float = field(default=0.2, metadata={"help": "triplet margin (the seed code used 0)"})
     mining: str = field(default="all", metadata={"help": "triplet mining: hard (batch-hard) or all (batch-all)"})
     soft_margin: bool = field(default=False, metadata={"help": "triplet: log(1+exp(d_ap-d_an)) instead of a hinge"})
     ms_alpha: float = field(default=2.0, metadata={"help": "multi-similarity alpha"})
     ms_beta: float = field(default=50.0, metadata={"help": "multi-similarity beta"})
     ms_base: float = field(default=0.5, metadata={"help": "multi-similarity base (lambda)"})
+    # distillation (a student run: --teacher PATH --distill NAME:WEIGHT ...)
+    teacher: str = field(default="", metadata={"help": "teacher checkpoint; makes this a distillation run"})
+    distill: Tuple[str, ...] = field(default=(), metadata={"help": "NAME:WEIGHT[:key=value,...], repeatable (absolute, relative, rkd, relaxed, darkrank, hint, attention)"})
+    teacher_view: str = field(default="augmented", metadata={"help": "teacher input: augmented (the student's crop) or clean (un-augmented image)"})
+    teacher_cache: bool = field(default=False, metadata={"help": "compute the teacher's clean-view embeddings once and reuse them every epoch"})
+    teacher_image_size: int = field(default=0, metadata={"help": "teacher input size (cross-quality: larger than --image-size); 0: the teacher's own"})
+    unlabeled: str = field(default="", metadata={"help": "extra images for the distillation losses only: 'pool' (the data set's) or folder PATH"})
+    unlabeled_per_batch: int = field(default=0, metadata={"help": "unlabeled images added to each batch (0: as many as labelled)"})
+    label_fraction: float = field(default=1.0, metadata={"help": "keep labels for this fraction of training classes; the rest become unlabeled"})
     # optimisation
     optimizer: str = field(default="adamw", metadata={"help": "adam, adamw or sgd"})
     lr: float = field(default=1e-3, metadata={"help": "learning rate of the head"})
@@ -65,11 +74,14 @@ class TrainConfig:
         return self.classes_per_batch * self.images_per_class
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["distill"] = list(self.distill)  # YAML- and weights_only-friendly
+        return d
 
 
 _CHOICES = {
-    "loss": ("multi_similarity", "triplet"),
+    "loss": ("multi_similarity", "triplet", "none"),
+    "teacher_view": ("augmented", "clean"),
     "mining": ("hard", "all"),
     "optimizer": ("adam", "adamw", "sgd"),
     "scheduler": ("cosine", "constant"),
@@ -123,6 +135,11 @@ def make_config(base: Optional[Mapping[str, Any]] = None, **overrides: Any) -> T
 
 
 def _coerce(key: str, value: Any, type_name: str) -> Any:
+    if type_name.startswith("Tuple"):
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+        return tuple(items)
     kind = {"int": int, "float": float, "str": str, "bool": bool}[type_name]
     if kind is bool:
         if isinstance(value, bool):
@@ -149,6 +166,20 @@ def _validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
     if not 0.0 <= cfg.val_classes < 1.0:
         raise ConfigError(f"val_classes must be in [0, 1), got {cfg.val_classes}")
+    if not 0.0 < cfg.label_fraction <= 1.0:
+        raise ConfigError(f"label_fraction must be in (0, 1], got {cfg.label_fraction}")
+    if cfg.distill and not cfg.teacher:
+        raise ConfigError("--distill needs --teacher PATH (the teacher checkpoint)")
+    if cfg.teacher and not cfg.distill:
+        raise ConfigError("--teacher given without any --distill NAME:WEIGHT loss")
+    if cfg.loss == "none" and not cfg.distill:
+        raise ConfigError("loss none (pure distillation) needs at least one --distill loss")
+    if cfg.unlabeled and not cfg.distill:
+        raise ConfigError("unlabeled images only feed distillation losses; add --teacher and --distill")
+    if cfg.teacher_cache and cfg.teacher_view != "clean":
+        raise ConfigError("--teacher-cache stores un-augmented views: also pass --teacher-view clean")
+    if cfg.teacher_cache and cfg.teacher_image_size:
+        raise ConfigError("--teacher-cache with --teacher-image-size is not supported: cross-quality needs the live teacher")
     if not 0.0 < cfg.crop_scale <= 1.0:
         raise ConfigError(f"crop_scale must be in (0, 1], got {cfg.crop_scale}")
 

@@ -179,7 +179,8 @@ def embed(
     try:
         with torch.no_grad():
             for images, labels, index in tqdm(loader, desc="embed", disable=not progress, leave=False):
-                out = model(images.to(device, non_blocking=True))  # (B, D)
+                images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+                out = model(images)  # (B, D)
                 embs.append(out.float().cpu())
                 labs.append(torch.as_tensor(labels).long().cpu())
                 idxs.append(torch.as_tensor(index).long().cpu())
@@ -239,6 +240,7 @@ def evaluate_samples(model, samples, image_size: int, device="cpu", ks: Sequence
 
     loader = DataLoader(ImageDataset(samples, eval_transform(image_size, eval_resize), dataset),
                         batch_size=batch_size, num_workers=workers)
+    model.to(device, memory_format=torch.channels_last)
     embeddings, labels = embed(model, loader, device, progress=progress)
     return retrieval_metrics(embeddings, labels, ks=ks, domains=domains)
 

@@ -1,4 +1,4 @@
-"""One training loop for teachers (metric learning) and, later, students (distillation).
+"""One training loop for teachers (metric learning) and students (distillation from a teacher).
 
 Reads top to bottom: ``main`` sets up data, model, loss, optimiser and schedule, then runs
 ``train_one_epoch`` / ``evaluate_split`` per epoch and writes the run directory:
@@ -16,7 +16,7 @@ import io
 import math
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -26,12 +26,16 @@ from .checkpoint import load_checkpoint, model_from_checkpoint, rng_state, save_
 from .config import TrainConfig, dump_yaml, make_config
 from .data import ImageDataset, create_dataset
 from .data.base import Sample
+from .data.folder import list_images
 from .data.sampler import PKBatchSampler
 from .data.transforms import train_transform
 from .evaluate import evaluate_samples
+from .errors import CheckpointError, ConfigError
+from .losses.combine import WeightedSum, build_distill_losses, collect_features
 from .losses.metric import mean_pairwise_distance, metric_loss_from_config
 from .models import create_model
 from .models.complexity import complexity
+from .teacher import Teacher, student_view
 from .utils.io import write_json_atomic, write_text_atomic
 from .utils.seed import epoch_seed, seed_everything
 
@@ -53,8 +57,9 @@ def split_validation(train: List[Sample], fraction: float, seed: int):
     return [s for s in train if s[1] not in val], [s for s in train if s[1] in val]
 
 
-def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    head = list(model.head.parameters())
+def build_optimizer(model, cfg: TrainConfig, extra: Sequence[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """Backbone at ``backbone_lr``; head and train-time-only modules (projections, regressors) at ``lr``."""
+    head = list(model.head.parameters()) + list(extra)
     head_ids = {id(p) for p in head}
     body = [p for p in model.parameters() if id(p) not in head_ids]
     groups = [{"params": body, "lr": cfg.backbone_lr}]
@@ -79,23 +84,26 @@ def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, device, epoch: int, progress: bool) -> Dict:
+def train_one_epoch(model, loader, objective, optimizer, scheduler, device, epoch: int, progress: bool,
+                    teacher: Optional[Teacher] = None, image_size: int = 0) -> Dict:
     model.train()
     totals: Dict[str, float] = {}
     n_batches, n_images, mpd, start = 0, 0, 0.0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", disable=not progress, leave=False)
-    for images, labels, _ in bar:
-        images, labels = images.to(device), labels.to(device)
-        embeddings = model(images)  # (B, D)
-        terms = loss_fn(embeddings, labels)
-        loss = sum(terms.values())
+    for images, labels, index in bar:
+        images, labels = images.to(device, memory_format=torch.channels_last), labels.to(device)
+        t_emb, t_feats = teacher(images, index, objective.teacher_stages) if teacher else (None, None)
+        # Cross-quality: the teacher saw the full-resolution crop, the student sees it downsampled.
+        s_emb, s_feats = collect_features(model, student_view(images, image_size), objective.student_stages)
+        terms = objective(s_emb, labels, t_emb, s_feats, t_feats, labeled_mask=labels >= 0)  # (B, D) in
+        loss = terms["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        for k, v in {"loss": loss, **terms}.items():
+        for k, v in terms.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach())
-        mpd += mean_pairwise_distance(embeddings)
+        mpd += mean_pairwise_distance(s_emb)
         n_batches, n_images = n_batches + 1, n_images + len(images)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{n_images / (time.perf_counter() - start):.0f}")
     stats = {k: v / max(n_batches, 1) for k, v in totals.items()}
@@ -108,6 +116,29 @@ def evaluate_split(model, samples: Sequence[Sample], cfg: TrainConfig, device, k
                    dataset: str = "", domains=None, progress: bool = False) -> Dict:
     return evaluate_samples(model, samples, cfg.image_size, device, ks, dataset, domains, cfg.eval_resize,
                             cfg.eval_batch_size, cfg.workers, progress)
+
+
+def training_samples(data, cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
+    """Labelled training samples (label -1 for unlabeled ones) and the validation samples.
+
+    ``label_fraction`` < 1 (the semi-supervised experiment) keeps the labels of a seeded random
+    fraction of the training classes; the other classes' images join the unlabeled images.
+    """
+    train, val = split_validation(data.train, cfg.val_classes, cfg.seed)
+    unlabeled: List[str] = []
+    if cfg.label_fraction < 1.0:
+        classes = sorted({y for _, y in train})
+        g = torch.Generator().manual_seed(cfg.seed + 1)
+        keep = {classes[i] for i in torch.randperm(len(classes), generator=g)[: max(2, round(len(classes) * cfg.label_fraction))].tolist()}
+        unlabeled += [p for p, y in train if y not in keep]
+        train = [(p, y) for p, y in train if y in keep]
+    if cfg.unlabeled == "pool":
+        if not data.unlabeled:
+            raise ConfigError(f"data set {data.name!r} has no built-in unlabeled pool; pass --unlabeled PATH")
+        unlabeled += data.unlabeled
+    elif cfg.unlabeled:
+        unlabeled += list_images(cfg.unlabeled)
+    return train + [(p, -1) for p in unlabeled], val
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:
@@ -150,26 +181,44 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
 
-    # data
+    # data: labelled PK batches, plus unlabeled images for the distillation losses
     data = create_dataset(cfg.data, skip_bad_images=cfg.skip_bad_images, progress=progress)
-    train_samples, val_samples = split_validation(data.train, cfg.val_classes, cfg.seed)
-    sampler = PKBatchSampler([y for _, y in train_samples], cfg.classes_per_batch, cfg.images_per_class,
-                             seed=cfg.seed, batches_per_epoch=cfg.batches_per_epoch)
-    transform = train_transform(cfg.image_size, (cfg.crop_scale, 1.0), cfg.hflip, cfg.color_jitter)
-    loader = DataLoader(ImageDataset(train_samples, transform, data.name), batch_sampler=sampler,
-                        num_workers=cfg.workers)
+    samples, val_samples = training_samples(data, cfg)
+    labels = [y for _, y in samples]
+    n_unlabeled = labels.count(-1)
+    sampler = PKBatchSampler(labels, cfg.classes_per_batch, cfg.images_per_class, seed=cfg.seed,
+                             batches_per_epoch=cfg.batches_per_epoch,
+                             unlabeled_per_batch=(cfg.unlabeled_per_batch or cfg.batch_size) if n_unlabeled else 0)
+    crop_size = max(cfg.image_size, cfg.teacher_image_size)  # cross-quality: crop at the teacher's size
+    transform = train_transform(crop_size, (cfg.crop_scale, 1.0), cfg.hflip, cfg.color_jitter)
+    loader = DataLoader(ImageDataset(samples, transform, data.name), batch_sampler=sampler, num_workers=cfg.workers)
 
-    # model, loss, optimiser
+    # student (or teacher being trained), frozen teacher, objective, optimiser
     if ckpt is not None:
         model = model_from_checkpoint(ckpt, str(resume))
     else:
         model = create_model(cfg.model, cfg.embedding_dim, cfg.pretrained, cfg.image_size)
-    model.to(device)
-    loss_fn = metric_loss_from_config(cfg).to(device)
-    optimizer = build_optimizer(model, cfg)
+    # channels_last: 1.45x faster depthwise convolutions on CPU (measured, Lite0 at 112 px).
+    model.to(device, memory_format=torch.channels_last)
+    teacher = None
+    if cfg.teacher:
+        teacher = Teacher(cfg.teacher, samples, device, cfg.teacher_image_size or None, cfg.teacher_view,
+                          cfg.eval_resize, data.name)
+        if ckpt is not None and ckpt.get("teacher", {}).get("sha256") not in (None, teacher.sha256):
+            raise CheckpointError(f"teacher {cfg.teacher} changed since this run started (checksum differs)")
+    # Train-time modules (projections, regressors) are initialised from the seed alone, whatever ran before.
+    torch.manual_seed(cfg.seed)
+    task = metric_loss_from_config(cfg) if cfg.loss != "none" else None
+    objective = WeightedSum(task, build_distill_losses(cfg.distill, model, teacher) if teacher else []).to(device)
+    if teacher is not None and cfg.teacher_cache:
+        teacher.build_cache(run_dir, f"{cfg.data}|{cfg.label_fraction}|{cfg.unlabeled}|{cfg.seed}", progress)
+    if teacher is not None and teacher.cache is not None and objective.teacher_stages:
+        raise ConfigError("hint/attention need the teacher's feature maps, which the teacher cache does not hold")
+    optimizer = build_optimizer(model, cfg, list(objective.parameters()))
     scheduler = build_scheduler(optimizer, cfg, len(sampler))
     start_epoch, history, best, train_time = 0, [], -1.0, 0.0
     if ckpt is not None:
+        objective.load_state_dict(ckpt["objective"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
@@ -180,13 +229,16 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
         return {"model": model.model_info(), "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch, "step": epoch * len(sampler),
                 "config": cfg.to_dict(), "history": history, "rng": rng_state(), "best_val_recall": best,
-                "train_time_s": train_time, "data": {"name": data.name, **data.summary()}}
+                "train_time_s": train_time, "data": {"name": data.name, **data.summary()},
+                "objective": objective.state_dict(), "losses": {"task": cfg.loss, "distill": list(cfg.distill)},
+                **({"teacher": teacher.record()} if teacher else {})}
 
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch))
         sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        stats = train_one_epoch(model, loader, loss_fn, optimizer, scheduler, device, epoch, progress)
+        stats = train_one_epoch(model, loader, objective, optimizer, scheduler, device, epoch, progress,
+                                teacher, cfg.image_size)
         train_time += time.perf_counter() - t0
         row = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in stats.items()}, "lr": scheduler.get_last_lr()[-1]}
         if val_samples:
@@ -213,6 +265,8 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
                           domains=data.domains, progress=progress)
     results = {"run_dir": str(run_dir), "selected": selected, "test": test, "model": model.model_info(),
                "complexity": complexity(model.cpu(), cfg.image_size), "train_time_s": round(train_time, 1),
-               "epochs": cfg.epochs, "data": {"name": data.name, **data.summary()}, "device": str(device)}
+               "epochs": cfg.epochs, "data": {"name": data.name, **data.summary()}, "device": str(device),
+               "losses": {"task": cfg.loss, "distill": list(cfg.distill)}, "unlabeled_images": n_unlabeled,
+               **({"teacher": teacher.record()} if teacher else {})}
     write_json_atomic(run_dir / "results.json", results)
     return results

@@ -68,3 +68,28 @@ def run_cli(*args, check=True, timeout=300, env=None):
     if check and proc.returncode != 0:
         raise AssertionError(f"mdistill {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def run_killed_then_resumed(args: list, last_pt: Path, kill_after_epoch: int, timeout: float = 240):
+    """Start ``mdistill train ARGS``, SIGKILL it inside the epoch after ``kill_after_epoch``, resume it."""
+    import signal
+    import subprocess
+    import time
+
+    from mobile_distill.checkpoint import load_checkpoint
+
+    proc = subprocess.Popen([sys.executable, "-m", "mobile_distill.cli", "train", "--quiet", *map(str, args)],
+                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if last_pt.exists() and load_checkpoint(last_pt)["epoch"] >= kill_after_epoch:
+            break
+        time.sleep(0.02)
+    time.sleep(0.15)  # land somewhere inside the next epoch
+    assert proc.poll() is None, "training finished before it could be killed; make the run longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(last_pt)["epoch"]
+    run_cli("train", "--resume", last_pt)
+    return killed_at

@@ -4,15 +4,10 @@ kill-and-resume giving bit-identical weights."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
-
 import torch
 import yaml
 
-from conftest import REPO, run_cli, tiny_train_args
+from conftest import run_cli, run_killed_then_resumed, tiny_train_args
 
 from mobile_distill.checkpoint import load_checkpoint
 
@@ -31,8 +26,8 @@ def test_train_writes_run_directory_and_learns(shapes_dir, tmp_path):
     rows = (run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 11 and "mean_pairwise_distance" in rows[0] and "test_recall@1" in rows[0]
     results = json.loads((run / "results.json").read_text())
-    # 4 test classes x 6 images: chance Recall@1 is 5/23 = 0.22; the shapes are easy.
-    assert results["test"]["recall@1"] > 0.5
+    # 4 unseen test classes x 6 images: chance Recall@1 is 5/23 = 0.22.
+    assert results["test"]["recall@1"] > 0.3
     assert results["complexity"]["params"] > 0
     assert "recall@1" in proc.stdout and f"saved to {run}" in proc.stdout
     ckpt = torch.load(run / "last.pt", weights_only=True)  # the contract: plain tensors and values
@@ -42,6 +37,9 @@ def test_train_writes_run_directory_and_learns(shapes_dir, tmp_path):
     out = tmp_path / "eval.json"
     run_cli("eval", run / "last.pt", "--json", out)
     assert json.loads(out.read_text())["recall@1"] == results["test"]["recall@1"]
+    # The seen classes are learned well (a collapsed or untrained net would sit near chance).
+    run_cli("eval", run / "last.pt", "--split", "train", "--json", out)
+    assert json.loads(out.read_text())["recall@1"] > 0.75
 
 
 def test_validation_split_selects_best_without_test_classes(shapes_dir, tmp_path):
@@ -74,25 +72,10 @@ def test_kill_and_resume_is_bit_identical(shapes_dir, tmp_path):
     extra = {"epochs": 6, "batches-per-epoch": 6, "image-size": 48, "eval-every": 2}
     run_cli("train", *tiny_train_args(shapes_dir, tmp_path / "runs", name="straight", **extra))
 
-    args = tiny_train_args(shapes_dir, tmp_path / "runs", name="killed", **extra)
-    env = {"OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "mobile_distill.cli", "train", "--quiet", *args],
-                            cwd=REPO, env={**__import__("os").environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = tmp_path / "runs" / "killed" / "last.pt"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if last.exists() and load_checkpoint(last)["epoch"] >= 2:
-            break
-        time.sleep(0.02)
-    time.sleep(0.15)  # land somewhere inside the next epoch
-    assert proc.poll() is None, "training finished before it could be killed; make the run longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = load_checkpoint(last)["epoch"]
+    killed_at = run_killed_then_resumed(tiny_train_args(shapes_dir, tmp_path / "runs", name="killed", **extra),
+                                        last, kill_after_epoch=2)
     assert 2 <= killed_at < 6
-
-    run_cli("train", "--resume", last)
     assert not list(last.parent.glob(".*.tmp"))  # a temp file torn by the kill is cleaned up
     straight, resumed = _weights(tmp_path / "runs" / "straight" / "last.pt"), _weights(last)
     assert straight.keys() == resumed.keys()

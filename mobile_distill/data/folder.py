@@ -99,3 +99,15 @@ def _images_by_class(parent: Path) -> Dict[str, List[str]]:
 
 def _samples(by_class: Dict[str, List[str]], class_ids: Dict[str, int]) -> List[Sample]:
     return sorted_samples((p, class_ids[name]) for name, paths in by_class.items() for p in paths)
+
+
+def list_images(path: str | Path) -> List[str]:
+    """Every image file under ``path`` (recursively, sorted), e.g. an unlabeled transfer set."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"unlabeled image folder not found: {root}")
+    images = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not images:
+        raise DataError(f"no images in {root} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return images

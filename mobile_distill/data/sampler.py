@@ -22,14 +22,23 @@ class PKBatchSampler:
 
     Every class appears at most once per epoch; classes with fewer than K images are sampled
     with replacement. ``len()`` is ``num_classes // classes_per_batch`` unless ``batches_per_epoch``
-    is given (then classes are reshuffled as often as needed).
+    is given (then classes are reshuffled as often as needed). Samples labelled -1 are unlabeled:
+    ``unlabeled_per_batch`` of them (drawn without replacement within an epoch's pass) are
+    appended to every batch, for the distillation losses only.
     """
 
     def __init__(self, labels: Sequence[int], classes_per_batch: int, images_per_class: int,
-                 seed: int = 0, batches_per_epoch: int = 0):
+                 seed: int = 0, batches_per_epoch: int = 0, unlabeled_per_batch: int = 0):
         self.by_class = defaultdict(list)
+        self.unlabeled: List[int] = []
         for i, y in enumerate(labels):
-            self.by_class[int(y)].append(i)
+            if int(y) < 0:
+                self.unlabeled.append(i)
+            else:
+                self.by_class[int(y)].append(i)
+        if unlabeled_per_batch and not self.unlabeled:
+            raise ConfigError("unlabeled_per_batch is set but there are no unlabeled images")
+        self.u = unlabeled_per_batch
         self.classes = sorted(self.by_class)
         if classes_per_batch < 2 or images_per_class < 1:
             raise ConfigError("a PK batch needs classes_per_batch >= 2 and images_per_class >= 1")
@@ -50,6 +59,7 @@ class PKBatchSampler:
     def __iter__(self) -> Iterator[List[int]]:
         g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order: List[int] = []
+        pool: List[int] = []
         for _ in range(self.num_batches):
             if len(order) < self.p:  # a fresh pass; leftovers dropped so no class repeats in a batch
                 order = [self.classes[i] for i in torch.randperm(len(self.classes), generator=g).tolist()]
@@ -62,4 +72,7 @@ class PKBatchSampler:
                 else:
                     picks = torch.randint(len(members), (self.k,), generator=g)
                 batch += [members[j] for j in picks.tolist()]
+            while len(pool) < self.u:
+                pool += [self.unlabeled[i] for i in torch.randperm(len(self.unlabeled), generator=g).tolist()]
+            batch, pool = batch + pool[: self.u], pool[self.u:]
             yield batch

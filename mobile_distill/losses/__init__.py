@@ -25,7 +25,7 @@ def list_losses() -> List[str]:
 
 
 def _import_losses() -> None:
-    from . import metric  # noqa: F401
+    from . import absolute, attention, darkrank, hint, metric, relative, relaxed, rkd  # noqa: F401
 
 
 __all__ = ["LOSSES", "create_loss", "list_losses", "register_loss"]

@@ -1,0 +1,138 @@
+"""Student runs end to end: every distillation loss, teacher record, teacher cache, unlabeled
+images, semi-supervised labels, cross-quality, and kill-and-resume for students."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_shapes_dataset, run_cli, run_killed_then_resumed, tiny_train_args
+
+from mobile_distill.checkpoint import load_checkpoint
+from mobile_distill.losses.combine import distill_loss_names
+from mobile_distill.utils.io import file_digest
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return make_shapes_dataset(tmp_path_factory.mktemp("data") / "shapes")
+
+
+@pytest.fixture(scope="module")
+def teacher(shapes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    run_cli("train", *tiny_train_args(shapes, out, name="teacher", model="mobilenet_v1_050", **{"embedding-dim": 24,
+                                                                                                 "epochs": 6}))
+    return out / "teacher" / "last.pt"
+
+
+def _student(shapes, out, teacher, *distill, **extra):
+    args = tiny_train_args(shapes, out, name="student", **{"epochs": 2, **extra})
+    args += ["--teacher", str(teacher)]
+    for d in distill:
+        args += ["--distill", d]
+    return args
+
+
+SPECS = {"absolute": "absolute:1:center=true", "relative": "relative:0.1", "rkd": "rkd:1",
+         "relaxed": "relaxed:1", "darkrank": "darkrank:1", "hint": "hint:1", "attention": "attention:1"}
+
+
+def test_every_distillation_loss_has_a_training_spec():
+    assert sorted(SPECS) == sorted(distill_loss_names())
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_student_trains_with_each_loss(shapes, teacher, tmp_path, name):
+    run_cli("train", *_student(shapes, tmp_path, teacher, SPECS[name], epochs=1))
+    run = tmp_path / "student"
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert name in header and "task" in header
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["teacher"]["sha256"] == file_digest(teacher)
+    assert ckpt["teacher"]["path"] == str(teacher)
+    assert ckpt["losses"] == {"task": "triplet", "distill": [SPECS[name]]}
+    assert ckpt["model"]["embedding_dim"] == 16  # the student's own size; the projection is not part of it
+    assert not any(k.startswith("projection") for k in ckpt["state_dict"])
+
+
+def test_combined_losses_and_pure_distillation(shapes, teacher, tmp_path):
+    run_cli("train", *_student(shapes, tmp_path, teacher, "relative:0.1", "rkd:1:angle_weight=0", loss="none"))
+    header = (tmp_path / "student" / "metrics.csv").read_text().splitlines()[0]
+    assert "relative" in header and "rkd" in header and "triplet" not in header
+
+
+def test_teacher_cache_equals_live_clean_views(shapes, teacher, tmp_path):
+    from mobile_distill.config import make_config
+    from mobile_distill.data import create_dataset
+    from mobile_distill.teacher import Teacher
+    from mobile_distill.train import training_samples
+
+    cfg = make_config(data=f"folder:{shapes}", teacher=str(teacher), distill=["relative:1"])
+    samples, _ = training_samples(create_dataset(cfg.data), cfg)
+    live = Teacher(teacher, samples, "cpu", view="clean")
+    cached = Teacher(teacher, samples, "cpu", view="clean")
+    path = cached.build_cache(tmp_path, "key", progress=False)
+    index = torch.tensor([5, 0, 3, 11])
+    a, _ = live(torch.empty(0), index)
+    b, _ = cached(torch.empty(0), index)
+    assert torch.equal(a, b)
+    assert np.load(path).shape == (len(samples), 24)
+    # A second build reuses the file.
+    mtime = path.stat().st_mtime_ns
+    cached.build_cache(tmp_path, "key", progress=False)
+    assert path.stat().st_mtime_ns == mtime
+
+    # Training with the cache is bit-identical to training with the live teacher on the same clean views.
+    base = dict(epochs=2, **{"teacher-view": "clean"})
+    run_cli("train", *_student(shapes, tmp_path / "live", teacher, "absolute:1", **base))
+    run_cli("train", *_student(shapes, tmp_path / "cached", teacher, "absolute:1", **base), "--teacher-cache")
+    ra = json.loads((tmp_path / "live" / "student" / "results.json").read_text())
+    rb = json.loads((tmp_path / "cached" / "student" / "results.json").read_text())
+    assert rb["teacher"]["cached"] and not ra["teacher"]["cached"]
+    wa = load_checkpoint(tmp_path / "live" / "student" / "last.pt")["state_dict"]
+    wb = load_checkpoint(tmp_path / "cached" / "student" / "last.pt")["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert list((tmp_path / "cached" / "student").glob("teacher_cache-*.npy"))
+
+
+def test_semi_supervised_and_unlabeled_folder(shapes, teacher, tmp_path):
+    extra = make_shapes_dataset(tmp_path / "extra", n_classes=3, per_class=4, seed=5)
+    run_cli("train", *_student(shapes, tmp_path, teacher, "relative:0.1", **{"label-fraction": 0.5,
+                                                                             "unlabeled": str(extra),
+                                                                             "unlabeled-per-batch": 5,
+                                                                             "classes-per-batch": 2}))
+    results = json.loads((tmp_path / "student" / "results.json").read_text())
+    # half of the 4 training classes (12 images) lose their labels, plus the 12 extra images
+    assert results["unlabeled_images"] == 12 + 12
+
+
+def test_cross_quality(shapes, teacher, tmp_path):
+    run_cli("train", *_student(shapes, tmp_path, teacher, "relaxed:1", **{"teacher-image-size": 48}))
+    ckpt = load_checkpoint(tmp_path / "student" / "last.pt")
+    assert ckpt["teacher"]["image_size"] == 48 and ckpt["model"]["image_size"] == 32
+
+
+def test_student_kill_and_resume_is_bit_identical(shapes, teacher, tmp_path):
+    extra = {"epochs": 5, "batches-per-epoch": 6, "image-size": 48}
+    run_cli("train", *_student(shapes, tmp_path / "a", teacher, "absolute:1:center=true", "hint:0.5", **extra))
+    last = tmp_path / "b" / "student" / "last.pt"
+    run_killed_then_resumed(_student(shapes, tmp_path / "b", teacher, "absolute:1:center=true", "hint:0.5", **extra),
+                            last, kill_after_epoch=2)
+    a = load_checkpoint(tmp_path / "a" / "student" / "last.pt")
+    b = load_checkpoint(last)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert all(torch.equal(a["objective"][k], b["objective"][k]) for k in a["objective"])
+
+
+def test_distillation_errors(shapes, teacher, tmp_path):
+    proc = run_cli("train", *tiny_train_args(shapes, tmp_path), "--distill", "relative:0.1", check=False)
+    assert proc.returncode == 1 and "needs --teacher" in proc.stderr
+    proc = run_cli("train", *_student(shapes, tmp_path, teacher, "relative:lots"), check=False)
+    assert proc.returncode == 1 and "NAME:WEIGHT" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("train", *_student(shapes, tmp_path, teacher, "hint:1", **{"teacher-view": "clean"}),
+                   "--teacher-cache", check=False)
+    assert proc.returncode == 1 and "feature maps" in proc.stderr
