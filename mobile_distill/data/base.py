@@ -117,6 +117,22 @@ def split_classes_first_half(labels: Sequence[int]) -> Tuple[set, set]:
     return set(classes[:half]), set(classes[half:])
 
 
+def first_half_splits(name: str, root: Path, samples: Sequence[Sample], class_names: Dict[int, str],
+                      license: str = "") -> DatasetSplits:
+    """``DatasetSplits`` under the paper's protocol (first half of the classes train), samples sorted."""
+    train_classes, _ = split_classes_first_half([y for _, y in samples])
+    ordered = sorted(samples)
+    return DatasetSplits(
+        name=name,
+        root=root,
+        train=[s for s in ordered if s[1] in train_classes],
+        test=[s for s in ordered if s[1] not in train_classes],
+        class_names=class_names,
+        recall_ks=(1, 2, 4, 8),
+        license=license,
+    )
+
+
 class ImageDataset:
     """A torch-style dataset over ``(path, label)`` samples; returns ``(image, label, index)``."""
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from ..errors import DataError
 from . import register_dataset
-from ._layout import check_images_present, locate_root, sorted_samples
-from .base import DatasetSplits, split_classes_first_half
+from ._layout import check_images_present, locate_root
+from .base import DatasetSplits, first_half_splits
 
 LAYOUT = (
     "a folder with cars_annos.mat (the original release: an 'annotations' struct with "
@@ -44,16 +44,7 @@ def cars(path: Optional[Path]) -> DatasetSplits:
     samples = [(str(root / rel), label) for rel, label in zip(rel_paths, classes)]
     check_images_present(root, samples, "cars", "car_ims")
 
-    train_classes, _ = split_classes_first_half(classes)
-    return DatasetSplits(
-        name="cars",
-        root=root,
-        train=sorted_samples(s for s in samples if s[1] in train_classes),
-        test=sorted_samples(s for s in samples if s[1] not in train_classes),
-        class_names=class_names,
-        recall_ks=(1, 2, 4, 8),
-        license=LICENSE,
-    )
+    return first_half_splits("cars", root, samples, class_names, LICENSE)
 
 
 def _read_annotations(annos_file: Path):

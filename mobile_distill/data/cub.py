@@ -8,8 +8,8 @@ from typing import Optional
 
 from ..errors import DataError
 from . import register_dataset
-from ._layout import check_images_present, locate_root, read_rows, require_file, sorted_samples, to_int
-from .base import DatasetSplits, split_classes_first_half
+from ._layout import check_images_present, locate_root, read_rows, require_file, to_int
+from .base import DatasetSplits, first_half_splits
 
 LAYOUT = (
     "CUB_200_2011/ with images.txt (<id> <relpath>), image_class_labels.txt (<id> <class>), "
@@ -56,13 +56,4 @@ def cub(path: Optional[Path]) -> DatasetSplits:
     samples = [(str(root / "images" / images[i]), labels[i]) for i in images]
     check_images_present(root, samples, "cub", "images")
 
-    train_classes, _ = split_classes_first_half([y for _, y in samples])
-    return DatasetSplits(
-        name="cub",
-        root=root,
-        train=sorted_samples(s for s in samples if s[1] in train_classes),
-        test=sorted_samples(s for s in samples if s[1] not in train_classes),
-        class_names=class_names,
-        recall_ks=(1, 2, 4, 8),
-        license=LICENSE,
-    )
+    return first_half_splits("cub", root, samples, class_names, LICENSE)
