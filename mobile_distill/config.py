@@ -51,6 +51,7 @@ class TrainConfig:
     distill: Tuple[str, ...] = field(default=(), metadata={"help": "NAME:WEIGHT[:key=value,...], repeatable (absolute, relative, rkd, relaxed, darkrank, hint, attention)"})
     teacher_view: str = field(default="augmented", metadata={"help": "teacher input: augmented (the student's crop) or clean (un-augmented image)"})
     teacher_cache: bool = field(default=False, metadata={"help": "compute the teacher's clean-view embeddings once and reuse them every epoch"})
+    teacher_cache_dir: str = field(default="", metadata={"help": "where the teacher cache lives (default: the run directory); share it across runs"})
     teacher_image_size: int = field(default=0, metadata={"help": "teacher input size (cross-quality: larger than --image-size); 0: the teacher's own"})
     unlabeled: str = field(default="", metadata={"help": "extra images for the distillation losses only: 'pool' (the data set's) or folder PATH"})
     unlabeled_per_batch: int = field(default=0, metadata={"help": "unlabeled images added to each batch (0: as many as labelled)"})

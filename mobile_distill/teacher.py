@@ -101,18 +101,23 @@ class Teacher:
                 for i in tqdm(list(map(int, index)), desc="teacher cache", unit="img", disable=not progress, leave=False)]
         return torch.cat(rows)  # (B, D_t)
 
-    def build_cache(self, run_dir: Path, dataset_key: str, progress: bool = True) -> Path:
-        """Compute (or reuse) the clean-view embedding of every training image; returns the file."""
-        key = f"{dataset_key}|{self.sha256}|{self.image_size}|{len(self.samples)}"
+    def build_cache(self, cache_dir: Path, progress: bool = True) -> Path:
+        """Compute (or reuse) the clean-view embedding of every training image; returns the file.
+
+        The file name is keyed by the teacher's checksum and the exact list of images, so runs
+        over the same images (other seeds, other losses) can share one cache directory.
+        """
+        key = "|".join([self.sha256, str(self.image_size), repr(self.clean_transform), *(p for p, _ in self.samples)])
         tag = file_tag(key)
-        path, meta_path = run_dir / f"teacher_cache-{tag}.npy", run_dir / f"teacher_cache-{tag}.json"
-        if not (path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("key") == key):
+        cache_dir = Path(cache_dir)
+        path, meta_path = cache_dir / f"teacher_cache-{tag}.npy", cache_dir / f"teacher_cache-{tag}.json"
+        if not (path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("key") == tag):
             with torch.no_grad():
                 emb = self._clean_embeddings(range(len(self.samples)), progress).cpu()
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, emb.numpy().astype(np.float32))
-            write_json_atomic(meta_path, {"key": key, "teacher": str(self.path), "teacher_sha256": self.sha256,
+            write_json_atomic(meta_path, {"key": tag, "dataset": self.dataset, "teacher": str(self.path), "teacher_sha256": self.sha256,
                                           "images": len(self.samples), "dim": int(emb.shape[1])})
         self.cache = np.load(path, mmap_mode="r")
         return path

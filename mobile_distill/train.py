@@ -211,7 +211,7 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
     task = metric_loss_from_config(cfg) if cfg.loss != "none" else None
     objective = WeightedSum(task, build_distill_losses(cfg.distill, model, teacher) if teacher else []).to(device)
     if teacher is not None and cfg.teacher_cache:
-        teacher.build_cache(run_dir, f"{cfg.data}|{cfg.label_fraction}|{cfg.unlabeled}|{cfg.seed}", progress)
+        teacher.build_cache(Path(cfg.teacher_cache_dir or run_dir), progress)
     if teacher is not None and teacher.cache is not None and objective.teacher_stages:
         raise ConfigError("hint/attention need the teacher's feature maps, which the teacher cache does not hold")
     optimizer = build_optimizer(model, cfg, list(objective.parameters()))

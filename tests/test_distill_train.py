@@ -75,7 +75,7 @@ def test_teacher_cache_equals_live_clean_views(shapes, teacher, tmp_path):
     samples, _ = training_samples(create_dataset(cfg.data), cfg)
     live = Teacher(teacher, samples, "cpu", view="clean")
     cached = Teacher(teacher, samples, "cpu", view="clean")
-    path = cached.build_cache(tmp_path, "key", progress=False)
+    path = cached.build_cache(tmp_path, progress=False)
     index = torch.tensor([5, 0, 3, 11])
     a, _ = live(torch.empty(0), index)
     b, _ = cached(torch.empty(0), index)
@@ -83,7 +83,7 @@ def test_teacher_cache_equals_live_clean_views(shapes, teacher, tmp_path):
     assert np.load(path).shape == (len(samples), 24)
     # A second build reuses the file.
     mtime = path.stat().st_mtime_ns
-    cached.build_cache(tmp_path, "key", progress=False)
+    cached.build_cache(tmp_path, progress=False)
     assert path.stat().st_mtime_ns == mtime
 
     # Training with the cache is bit-identical to training with the live teacher on the same clean views.
