@@ -88,11 +88,56 @@ def run_row(name, student, seed, overrides, teacher, out_dir, epochs_scale):
     cfg = make_config(**cfg_kwargs)
     start = time.perf_counter()
     results = train(cfg, progress=False)
-    return {"row": name, "student": student, "seed": seed, "config": cfg.to_dict(),
+    extra = {}
+    if cfg.distill and cfg.teacher_cache:
+        last = final_terms(Path(results["run_dir"]))
+        extra["loss_vs_constant_output"] = {
+            k: {"final": last.get(k), "constant_output": v}
+            for k, v in plateau_levels(cfg.distill, Path(cfg.teacher_cache_dir)).items()}
+    return {**extra, "row": name, "student": student, "seed": seed, "config": cfg.to_dict(),
             "test": {k: v for k, v in results["test"].items() if not k.startswith("cross/") or k.endswith("recall@1")},
             "params": results["complexity"]["params"], "gflops": results["complexity"]["gflops"],
             "image_size": cfg.image_size, "epochs": cfg.epochs, "train_time_s": results["train_time_s"],
             "wall_time_s": round(time.perf_counter() - start, 1)}
+
+
+def plateau_levels(specs, cache_dir: Path, batch: int = 64, n_batches: int = 20):
+    """Each distillation loss's value for a student that outputs one constant vector (the normalised
+    mean teacher embedding), on random batches of cached teacher embeddings. A loss that does not go
+    clearly below this level taught the student nothing beyond a constant."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from mobile_distill.losses.combine import parse_distill_spec
+    from mobile_distill.losses import create_loss
+
+    caches = sorted(cache_dir.glob("teacher_cache-*.npy"))
+    if not caches:
+        return {}
+    t_all = torch.from_numpy(np.load(caches[0]))
+    g = torch.Generator().manual_seed(0)
+    const = F.normalize(F.normalize(t_all, dim=1).mean(0), dim=0)
+    levels = {}
+    for spec in specs:
+        name, _, kwargs = parse_distill_spec(spec)
+        if name == "absolute":
+            kwargs.update(student_dim=t_all.shape[1], teacher_dim=t_all.shape[1])
+        loss = create_loss(name, **kwargs)
+        values = []
+        for _ in range(n_batches):
+            t = t_all[torch.randperm(len(t_all), generator=g)[:batch]]
+            loss.train()  # the centred absolute loss updates its running mean as in training
+            values.append(float(loss(const.expand_as(t), t)[name]))
+        levels[name] = sum(values[n_batches // 2:]) / (n_batches - n_batches // 2)
+    return levels
+
+
+def final_terms(run_dir: Path):
+    import csv
+
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    return {k: float(v) for k, v in rows[-1].items() if v not in ("", None)}
 
 
 def summarise(runs, teacher_results):

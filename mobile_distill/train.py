@@ -142,12 +142,11 @@ def training_samples(data, cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:
-    """``out_dir/name``, or ``name-2``, ``name-3``, ... if that already holds a run."""
+    """``out_dir/name``, or ``name-2``, ``name-3``, ... if that already holds a run (not created here)."""
     base = Path(cfg.out_dir) / cfg.name
     run_dir, i = base, 2
     while (run_dir / "args.yaml").exists():
         run_dir, i = base.with_name(f"{base.name}-{i}"), i + 1
-    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
@@ -177,7 +176,6 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
     else:
         cfg = cfg or TrainConfig()
         run_dir = new_run_dir(cfg)
-    write_text_atomic(run_dir / "args.yaml", dump_yaml(cfg))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
 
@@ -210,10 +208,13 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
     torch.manual_seed(cfg.seed)
     task = metric_loss_from_config(cfg) if cfg.loss != "none" else None
     objective = WeightedSum(task, build_distill_losses(cfg.distill, model, teacher) if teacher else []).to(device)
+    if cfg.teacher_cache and objective.teacher_stages:
+        raise ConfigError("hint/attention need the teacher's feature maps, which the teacher cache does not hold")
+    # The run directory appears only once the set-up succeeded, so a mistyped flag leaves no debris.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "args.yaml", dump_yaml(cfg))
     if teacher is not None and cfg.teacher_cache:
         teacher.build_cache(Path(cfg.teacher_cache_dir or run_dir), progress)
-    if teacher is not None and teacher.cache is not None and objective.teacher_stages:
-        raise ConfigError("hint/attention need the teacher's feature maps, which the teacher cache does not hold")
     optimizer = build_optimizer(model, cfg, list(objective.parameters()))
     scheduler = build_scheduler(optimizer, cfg, len(sampler))
     start_epoch, history, best, train_time = 0, [], -1.0, 0.0

@@ -36,14 +36,16 @@ def test_unknown_model(shapes_dir, tmp_path):
 
 
 def test_unknown_data_set_and_config_key(tmp_path):
-    _one_clean_error(run_cli("train", "--data", "imagenet22k", check=False), "unknown data set 'imagenet22k'")
+    proc = run_cli("train", "--data", "imagenet22k", "--out-dir", tmp_path / "runs", check=False)
+    _one_clean_error(proc, "unknown data set 'imagenet22k'")
+    assert not (tmp_path / "runs").exists()  # a failed set-up leaves no run directory behind
     cfg = tmp_path / "c.yaml"
     cfg.write_text("epochs: 2\nlearning_rate: 0.1\n")
     _one_clean_error(run_cli("train", "--config", cfg, check=False), "unknown config key(s) learning_rate")
 
 
 def test_missing_data_and_emoji_not_fetched(tmp_path):
-    _one_clean_error(run_cli("train", "--data", f"folder:{tmp_path / 'nope'}", check=False), "nope")
+    _one_clean_error(run_cli("train", "--data", f"folder:{tmp_path / 'nope'}", "--out-dir", tmp_path, check=False), "nope")
     _one_clean_error(run_cli("eval", "--model", "mobilenet_v1_025", "--pretrained", "none", check=False),
                      "mdistill data fetch emoji")
 

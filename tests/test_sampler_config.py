@@ -73,3 +73,10 @@ def test_builtin_teacher_config_is_valid():
     assert builtin_config("teacher_emoji") is not None
     cfg = make_config(load_yaml("teacher_emoji"))
     assert isinstance(cfg, TrainConfig) and cfg.data == "emoji"
+
+
+def test_builtin_student_config_needs_a_teacher():
+    with pytest.raises(ConfigError, match="needs --teacher"):
+        make_config(load_yaml("student_emoji"))
+    cfg = make_config(load_yaml("student_emoji"), teacher="runs/teacher/last.pt")
+    assert cfg.distill and cfg.model == "mobilenet_v1_025"
