@@ -32,8 +32,8 @@ from mobile_distill.utils.io import write_json_atomic, write_text_atomic  # noqa
 # Students: (image size, epochs, lr for backbone and head, pretrained).
 STUDENTS = {
     "mobilenet_v1_025": dict(image_size=64, epochs=40, lr=2e-3, backbone_lr=2e-3, pretrained="none"),
-    "efficientnet_lite0": dict(image_size=64, epochs=15, lr=1e-3, backbone_lr=2e-4, pretrained="imagenet"),
-    "resnet18": dict(image_size=64, epochs=15, lr=1e-3, backbone_lr=1e-3, pretrained="none"),
+    "efficientnet_lite0": dict(image_size=64, epochs=10, lr=1e-3, backbone_lr=2e-4, pretrained="imagenet"),
+    "resnet18": dict(image_size=64, epochs=10, lr=1e-3, backbone_lr=1e-3, pretrained="none"),
 }
 COMMON = dict(data="emoji", embedding_dim=512, loss="triplet", mining="all", margin=0.2, classes_per_batch=32,
               images_per_class=2, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", eval_every=0,
@@ -49,21 +49,19 @@ DISTILL = {
 CACHED = dict(teacher_view="clean", teacher_cache=True)
 
 
-def rows(seeds, quick: bool):
-    """(row name, student, seed, overrides) in the order they run."""
-    out = []
-    for student in ("mobilenet_v1_025", "efficientnet_lite0", "resnet18"):
-        row_seeds = seeds if student != "resnet18" else seeds[:1]
-        for seed in row_seeds:
-            out.append(("triplet only", student, seed, {}))
-        for name, specs in DISTILL.items():
-            # the paper's combination gets every seed; single losses one seed (resnet18: only these two rows)
-            if student == "resnet18" and name != "absolute+relative":
-                continue
-            for seed in (row_seeds if name == "absolute+relative" else row_seeds[:1]):
-                out.append((f"triplet + {name}", student, seed, {"distill": specs, **CACHED}))
-    student = "mobilenet_v1_025"
+def rows(seeds, quick: bool, single_losses_lite0: bool = False):
+    """(row name, student, seed, overrides) in the order they run: the multi-seed rows first, so
+    that a run cut short still has the comparisons that matter."""
     combo = DISTILL["absolute+relative"]
+    out = []
+    for student in ("mobilenet_v1_025", "efficientnet_lite0"):
+        for seed in seeds:
+            out.append(("triplet only", student, seed, {}))
+            out.append(("triplet + absolute+relative", student, seed, {"distill": combo, **CACHED}))
+    student = "mobilenet_v1_025"
+    for name, specs in DISTILL.items():
+        if name != "absolute+relative":
+            out.append((f"triplet + {name}", student, seeds[0], {"distill": specs, **CACHED}))
     out += [
         ("triplet + absolute+relative + unlabeled pool", student, seeds[0], {"distill": combo, **CACHED, "unlabeled": "pool"}),
         ("semi-supervised: triplet only, 50% of classes labelled", student, seeds[0], {"label_fraction": 0.5}),
@@ -71,7 +69,14 @@ def rows(seeds, quick: bool):
          {"label_fraction": 0.5, "distill": combo, **CACHED}),
         ("cross-quality: teacher 112 px crop, student 64 px", student, seeds[0],
          {"distill": combo, "teacher_image_size": 112}),
+        ("triplet only", "resnet18", seeds[0], {}),
+        ("triplet + absolute+relative", "resnet18", seeds[0], {"distill": combo, **CACHED}),
     ]
+    if not single_losses_lite0:
+        return [r for r in out if not quick or r[1] == "mobilenet_v1_025"]
+    for name, specs in DISTILL.items():  # last: the most expensive rows for the CPU budget
+        if name != "absolute+relative":
+            out.append((f"triplet + {name}", "efficientnet_lite0", seeds[0], {"distill": specs, **CACHED}))
     return [r for r in out if not quick or r[1] == "mobilenet_v1_025"]
 
 
@@ -182,6 +187,8 @@ def main():
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every student's epochs")
     p.add_argument("--quick", action="store_true", help="MobileNet-0.25 rows only")
+    p.add_argument("--all-losses-lite0", action="store_true",
+                   help="also each single loss for EfficientNet-Lite0 (about 25 more CPU minutes)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_emoji.json"))
     p.add_argument("--runs-dir", default=None, help="where the student runs go (default: a temp folder)")
     args = p.parse_args()
@@ -198,7 +205,7 @@ def main():
     teacher_ckpt = load_checkpoint(args.teacher)
     teacher_results = state.get("teacher") or evaluate_checkpoint(args.teacher, progress=False)
     seeds = [int(s) for s in args.seeds.split(",")]
-    todo = [r for r in rows(seeds, args.quick) if (r[0], r[1], r[2]) not in done]
+    todo = [r for r in rows(seeds, args.quick, args.all_losses_lite0) if (r[0], r[1], r[2]) not in done]
     for i, (name, student, seed, overrides) in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {student} | {name} | seed {seed}", flush=True)
         state["runs"].append(run_row(name, student, seed, overrides, args.teacher, runs_dir, args.epochs_scale))

@@ -119,7 +119,15 @@ def _config_options(fn):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_config_options
 def train_cmd(config_file, resume, quiet, **overrides):
-    """Train a teacher with metric learning (students: see the distillation options)."""
+    """Train a teacher (metric learning) or, with --teacher and --distill, a student.
+
+    \b
+    Examples:
+      mdistill train --config teacher_emoji
+      mdistill train --config student_emoji --teacher runs/teacher/last.pt
+      mdistill train --model mobilenet_v1_025 --pretrained none --teacher T.pt --distill relative:1:normalize=true
+      mdistill train --resume runs/teacher/last.pt
+    """
     from .config import load_yaml, make_config
     from .evaluate import format_table
     from .train import main
@@ -168,7 +176,7 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
 @cli.command("demo")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo_cmd(quiet):
-    """The README's main job: fetch emoji, train the teacher, compare with raw ImageNet features."""
+    """The README's main job: emoji data, teacher, student alone and distilled, side by side."""
     from .demo import run
 
     click.echo(run(progress=not quiet))

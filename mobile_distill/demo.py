@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Dict, Optional
 
 from .config import load_yaml, make_config
 from .data import emoji
@@ -16,18 +17,23 @@ from .train import main as train
 from .utils.io import write_json_atomic
 
 
-def run(out_dir: str = "runs", progress: bool = True) -> str:
+def run(out_dir: str = "runs", progress: bool = True, teacher_overrides: Optional[Dict] = None,
+        student_overrides: Optional[Dict] = None) -> str:
     """Fetch, train teacher and students, evaluate; returns the comparison table.
 
-    The figures are also written to ``OUT_DIR/demo.json``.
+    Args:
+        out_dir: where the three runs and ``demo.json`` (all figures) go.
+        teacher_overrides, student_overrides: config fields replacing those of the built-in
+            ``teacher_emoji`` / ``student_emoji`` recipes (e.g. another data set).
     """
     start = time.perf_counter()
-    emoji.fetch()
-    teacher_cfg = make_config(load_yaml("teacher_emoji"), out_dir=out_dir)
-    baseline = evaluate_pretrained(teacher_cfg.model, teacher_cfg.data, teacher_cfg.image_size, "imagenet",
-                                   progress=progress)
+    teacher_cfg = make_config({**load_yaml("teacher_emoji"), **(teacher_overrides or {})}, out_dir=out_dir)
+    if teacher_cfg.data == "emoji":
+        emoji.fetch()
+    baseline = evaluate_pretrained(teacher_cfg.model, teacher_cfg.data, teacher_cfg.image_size,
+                                   teacher_cfg.pretrained, progress=progress)
     teacher = train(teacher_cfg, progress=progress)
-    student_cfg = make_config(load_yaml("student_emoji"), out_dir=out_dir,
+    student_cfg = make_config({**load_yaml("student_emoji"), **(student_overrides or {})}, out_dir=out_dir,
                               teacher=str(Path(teacher["run_dir"]) / "last.pt"))
     alone_cfg = dataclasses.replace(student_cfg, name="student-alone", teacher="", distill=(), teacher_view="augmented",
                                     teacher_cache=False, unlabeled="")
@@ -35,7 +41,7 @@ def run(out_dir: str = "runs", progress: bool = True) -> str:
     distilled = train(student_cfg, progress=progress)
     s = student_cfg.model
     rows = {
-        f"{teacher_cfg.model} ImageNet features, untuned": baseline,
+        f"{teacher_cfg.model} {teacher_cfg.pretrained} features, untuned": baseline,
         f"{teacher_cfg.model} teacher (fine-tuned)": teacher["test"],
         f"{s} student alone ({alone_cfg.loss})": alone["test"],
         f"{s} student distilled ({' + '.join(student_cfg.distill)})": distilled["test"],
@@ -44,5 +50,6 @@ def run(out_dir: str = "runs", progress: bool = True) -> str:
                "runs": {k: r["run_dir"] for k, r in (("teacher", teacher), ("alone", alone), ("distilled", distilled))},
                "complexity": {k: r["complexity"] for k, r in (("teacher", teacher), ("student", distilled))}}
     write_json_atomic(Path(out_dir) / "demo.json", summary)
-    table = format_comparison(rows, title=f"emoji test classes ({teacher['data']['test_classes']} unseen classes)")
+    title = f"{teacher['data']['name']} test classes ({teacher['data']['test_classes']} unseen classes)"
+    table = format_comparison(rows, title=title)
     return f"{table}\nwall time {summary['wall_time_s'] / 60:.1f} min\nsaved to {Path(out_dir) / 'demo.json'}"

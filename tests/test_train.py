@@ -85,3 +85,19 @@ def test_kill_and_resume_is_bit_identical(shapes_dir, tmp_path):
     assert a["test"] == b["test"]
     assert (tmp_path / "runs" / "straight" / "metrics.csv").read_text().count("\n") == \
         (last.parent / "metrics.csv").read_text().count("\n")
+
+
+def test_demo_pipeline_end_to_end(shapes_dir, tmp_path):
+    """The README demo's code path (teacher, student alone, distilled student) on tiny data."""
+    from mobile_distill.demo import run
+
+    small = dict(data=f"folder:{shapes_dir}", image_size=32, epochs=2, classes_per_batch=4, batches_per_epoch=3,
+                 eval_every=0, eval_batch_size=16)
+    out = run(str(tmp_path), progress=False,
+              teacher_overrides=dict(small, model="mobilenet_v1_050", pretrained="none", embedding_dim=16),
+              student_overrides=dict(small, embedding_dim=8))
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert len(summary["rows"]) == 4 and all("recall@1" in r for r in summary["rows"].values())
+    assert "student distilled" in out and f"saved to {tmp_path / 'demo.json'}" in out
+    distilled = load_checkpoint(tmp_path / "student" / "last.pt")
+    assert distilled["teacher"]["path"] == str(tmp_path / "teacher" / "last.pt") and distilled["teacher"]["cached"]
