@@ -95,7 +95,7 @@ def test_demo_pipeline_end_to_end(shapes_dir, tmp_path):
                  eval_every=0, eval_batch_size=16)
     out = run(str(tmp_path), progress=False,
               teacher_overrides=dict(small, model="mobilenet_v1_050", pretrained="none", embedding_dim=16),
-              student_overrides=dict(small, embedding_dim=8))
+              student_overrides=dict(small, embedding_dim=8, unlabeled=str(shapes_dir / "class_00")))
     summary = json.loads((tmp_path / "demo.json").read_text())
     assert len(summary["rows"]) == 4 and all("recall@1" in r for r in summary["rows"].values())
     assert "student distilled" in out and f"saved to {tmp_path / 'demo.json'}" in out
