@@ -99,7 +99,9 @@ def run_row(name, student, seed, overrides, teacher, out_dir, epochs_scale):
         extra["loss_vs_constant_output"] = {
             k: {"final": last.get(k), "constant_output": v}
             for k, v in plateau_levels(cfg.distill, Path(cfg.teacher_cache_dir)).items()}
-    return {**extra, "row": name, "student": student, "seed": seed, "config": cfg.to_dict(),
+    # The runs directory is machine-specific: recorded as a placeholder.
+    config = json.loads(json.dumps(cfg.to_dict()).replace(str(out_dir), "<runs-dir>"))
+    return {**extra, "row": name, "student": student, "seed": seed, "config": config,
             "test": {k: v for k, v in results["test"].items() if not k.startswith("cross/") or k.endswith("recall@1")},
             "params": results["complexity"]["params"], "gflops": results["complexity"]["gflops"],
             "image_size": cfg.image_size, "epochs": cfg.epochs, "train_time_s": results["train_time_s"],
