@@ -172,6 +172,71 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
         click.echo(f"saved to {json_out}")
 
 
+# ---------------------------------------------------------------- export
+@cli.command("export", context_settings={"max_content_width": 120})
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--format", "formats", multiple=True, default=["all"], show_default=True,
+              help="onnx, tflite, coreml or all (repeat or comma-separate).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: export/ beside the checkpoint).")
+@click.option("--precision", "precisions", multiple=True,
+              help="FORMAT:PRECISION, e.g. tflite:int8 (repeatable; default: every precision of each format).")
+@click.option("--input-layout", type=click.Choice(["nhwc", "nchw"]), default=None,
+              help="Input layout for every format (default: NHWC for TFLite, NCHW for ONNX and CoreML).")
+@click.option("--input-dtype", type=click.Choice(["float32", "uint8"]), default="float32", show_default=True,
+              help="float32 RGB in [0, 1], or uint8 0-255 camera bytes (CoreML stays float32).")
+@click.option("--parity-samples", type=int, default=256, show_default=True,
+              help="Test images the parity gate runs on (whole classes; 0 = the whole test split).")
+@click.option("--calib-samples", type=int, default=256, show_default=True,
+              help="Training images for static int8 calibration.")
+@click.option("--min-cos-fp32", type=float, default=0.9999, show_default=True)
+@click.option("--min-cos-fp16", type=float, default=0.999, show_default=True)
+@click.option("--max-int8-recall-drop", type=float, default=1.0, show_default=True, help="Recall@1 points.")
+@click.option("--min-int8-agreement", type=float, default=0.90, show_default=True,
+              help="Fraction of queries whose nearest neighbour is the same as PyTorch's.")
+@click.option("--keep-failed", is_flag=True, help="Move files that fail the gate to OUT/failed/ instead of deleting them.")
+@click.option("--data", "data_spec", default=None, help="Data set for parity/calibration images (default: the checkpoint's).")
+@click.option("--name", default="student", show_default=True, help="File stem: NAME_float32.tflite, ...")
+@click.option("--quiet", is_flag=True, help="Only the table and the final line.")
+def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dtype, parity_samples, calib_samples,
+               min_cos_fp32, min_cos_fp16, max_int8_recall_drop, min_int8_agreement, keep_failed, data_spec, name,
+               quiet):
+    """Export CHECKPOINT to ONNX / TFLite / CoreML and gate every file on parity with PyTorch."""
+    from .export import ExportError, Thresholds, export, format_report
+
+    wanted = {}
+    for item in precisions:
+        fmt, sep, prec = item.partition(":")
+        if not sep or not prec:
+            raise click.BadParameter(f"{item!r}: use FORMAT:PRECISION, e.g. tflite:int8", param_hint="--precision")
+        wanted.setdefault(fmt.strip().lower(), []).append(prec.strip().lower())
+    thresholds = Thresholds(min_cos_fp32, min_cos_fp16, max_int8_recall_drop, min_int8_agreement)
+    report = export(checkpoint, formats=formats, out_dir=out_dir, precisions=wanted, input_layout=input_layout,
+                    input_dtype=input_dtype, parity_samples=parity_samples, calib_samples=calib_samples,
+                    thresholds=thresholds, keep_failed=keep_failed, data=data_spec, name=name,
+                    log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
+    click.echo(format_report(report))
+    click.echo(f"saved to {report['out_dir']} (model.json, export_report.json)")
+    failed = [f"{r['format']} {r['precision']}" for r in report["rows"] if r["status"] == "failed"]
+    if failed:
+        raise ExportError(f"parity gate failed for {', '.join(failed)} (see the ✗ lines above); "
+                          "those files were not written")
+
+
+@cli.command("metadata")
+@click.argument("path", type=click.Path(path_type=Path))
+def metadata_cmd(path):
+    """Print the mobile_distill metadata embedded in an exported file (.onnx, .tflite, .mlpackage)."""
+    from .export import ExportError, read_metadata
+
+    if not path.exists():
+        raise ExportError(f"file not found: {path}")
+    doc = read_metadata(path)
+    if doc is None:
+        raise ExportError(f"{path} carries no mobile_distill metadata (was it exported by mdistill export?)")
+    click.echo(json.dumps(doc, indent=2))
+
+
 # ---------------------------------------------------------------- demo
 @cli.command("demo")
 @click.option("--quiet", is_flag=True, help="No progress bars.")

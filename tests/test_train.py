@@ -95,9 +95,16 @@ def test_demo_pipeline_end_to_end(shapes_dir, tmp_path):
                  eval_every=0, eval_batch_size=16)
     out = run(str(tmp_path), progress=False,
               teacher_overrides=dict(small, model="mobilenet_v1_050", pretrained="none", embedding_dim=16),
-              student_overrides=dict(small, embedding_dim=8, unlabeled=str(shapes_dir / "class_00")))
+              student_overrides=dict(small, embedding_dim=8, unlabeled=str(shapes_dir / "class_00")),
+              export_formats=("onnx",))
     summary = json.loads((tmp_path / "demo.json").read_text())
     assert len(summary["rows"]) == 4 and all("recall@1" in r for r in summary["rows"].values())
     assert "student distilled" in out and f"saved to {tmp_path / 'demo.json'}" in out
     distilled = load_checkpoint(tmp_path / "student" / "last.pt")
     assert distilled["teacher"]["path"] == str(tmp_path / "teacher" / "last.pt") and distilled["teacher"]["cached"]
+    # ... then the export step: these seconds-long models have collapsed embeddings (mean pairwise
+    # cosine 1.0), so the gate refuses them; the demo says why and keeps its table (the exporting
+    # path itself is covered in test_export.py).
+    assert summary["export"] is None and "degenerate" in summary["export_error"]
+    assert "export of the distilled student stopped: refusing to export" in out and "student distilled" in out
+    assert not (tmp_path / "student" / "export").exists()

@@ -106,7 +106,9 @@ class EmbeddingNet(nn.Module):
         return self.backbone(self.normalize(x))  # (B, C, h, w)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))  # (B, C)
+        # keepdim + flatten (not mean over (2, 3) directly) lets converters keep NHWC to the end:
+        # LiteRT otherwise inserts a TRANSPOSE back to NCHW before the pooling.
+        x = x.mean(dim=(2, 3), keepdim=True).flatten(1)  # (B, C)
         if pre_logits:
             return x
         return F.normalize(self.head(x), dim=1)  # (B, D)

@@ -1,0 +1,207 @@
+"""``export(checkpoint, formats=...)``: convert, gate, and write only what passed.
+
+For every format and precision: convert into a hidden temporary path in the output folder, embed
+the metadata, run the finished file through its real runtime on real test images, apply the
+parity gate, and only then rename it to its final name. A failed file is deleted (or moved to
+``failed/`` with ``keep_failed``); a converter exception fails that row only, the other formats
+still export. ``model.json`` lists the files that passed; ``export_report.json`` lists every row.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..utils.io import file_digest, write_json_atomic
+from . import formats as fmt_registry
+from .metadata import build_card, embedded_document
+from .parity import ExportError, Thresholds, check_not_degenerate, gate, recall_at_1
+from .prepare import (ExportModule, InputSpec, load_images, pick_calibration_samples,
+                      pick_parity_samples)
+
+
+def export(
+    checkpoint: str | Path,
+    formats: Sequence[str] = ("all",),
+    out_dir: Optional[str | Path] = None,
+    precisions: Optional[Mapping[str, Sequence[str]]] = None,
+    input_layout: Optional[str] = None,
+    input_dtype: str = "float32",
+    parity_samples: int = 256,
+    calib_samples: int = 256,
+    thresholds: Thresholds = Thresholds(),
+    keep_failed: bool = False,
+    data: Optional[str] = None,
+    name: str = "student",
+    seed: int = 0,
+    log: Callable[[str], None] = lambda _: None,
+) -> Dict:
+    """Export a trained checkpoint and prove each file against PyTorch.
+
+    Args:
+        checkpoint: a mobile_distill ``.pt`` checkpoint.
+        formats: any of ``onnx``, ``tflite``, ``coreml``, or ``all``.
+        out_dir: where the files go (default: ``export/`` beside the checkpoint).
+        precisions: per format, the precisions to export (default: each format's defaults).
+        input_layout: ``nhwc`` or ``nchw`` for every format (default: NHWC for TFLite, NCHW otherwise).
+        input_dtype: ``float32`` (RGB in [0, 1]) or ``uint8`` (0-255 bytes; CoreML stays float32).
+        parity_samples: test images for the gate (whole classes; 0 = the whole test split).
+        calib_samples: training images for static int8 calibration.
+        thresholds: the gate's thresholds.
+        keep_failed: move failed files to ``out_dir/failed/`` instead of deleting them.
+        data: data set spec for the parity/calibration images (default: the checkpoint's).
+        name: file stem (``student_float32.tflite``).
+
+    Returns:
+        The report dict that is also written to ``export_report.json`` (``passed`` is False when
+        any row failed).
+
+    Raises:
+        ExportError / CheckpointError / DataError / MissingDependencyError: before anything is written.
+    """
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..data import create_dataset
+
+    names = fmt_registry.parse_formats(formats)
+    modules = {n: fmt_registry.get(n) for n in names}
+    wanted = _resolve_precisions(modules, precisions or {})
+    for module in modules.values():
+        module.check_installed()
+    if parity_samples < 0 or calib_samples < 1:
+        raise ExportError("--parity-samples must be >= 0 (0 = all) and --calib-samples >= 1")
+
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    net = model_from_checkpoint(ckpt, str(checkpoint)).eval()
+    size = int(ckpt["model"]["image_size"])
+    cfg = ckpt.get("config", {})
+    dataset = create_dataset(data or cfg.get("data", "emoji"), progress=False)
+    resize = float(cfg.get("eval_resize", 1.0))
+    parity = pick_parity_samples(dataset.test, parity_samples, seed)
+    log(f"loading {len(parity)} test images for parity and {min(calib_samples, len(dataset.train))} "
+        f"training images for calibration ({dataset.name})")
+    images = load_images(parity, size, dataset.name, resize)
+    labels = np.array([y for _, y in parity])
+    calib = load_images(pick_calibration_samples(dataset.train, calib_samples, seed), size, dataset.name, resize)
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        reference = net(torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)).numpy()
+    collapsed = check_not_degenerate(reference, thresholds, f"the model in {checkpoint}")
+    if collapsed:
+        raise ExportError(f"refusing to export: {collapsed}")
+
+    out_dir = Path(out_dir) if out_dir else checkpoint.parent / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    card = build_card(ckpt, checkpoint)
+    rows: List[Dict] = []
+    for fmt, module in modules.items():
+        dtype = input_dtype if input_dtype in getattr(module, "INPUT_DTYPES", (input_dtype,)) else "float32"
+        spec = InputSpec(size, input_layout or module.DEFAULT_LAYOUT, dtype)
+        wrapped = ExportModule(net, spec)
+        for precision in wanted[fmt]:
+            log(f"{fmt} {precision}: converting")
+            rows.append(_export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name,
+                                    images, labels, reference, calib, thresholds, keep_failed))
+            log(f"{fmt} {precision}: {rows[-1]['status']}")
+
+    artifacts = [r for r in rows if r["status"] in ("passed", "structural")]
+    write_json_atomic(out_dir / "model.json", {"model": card, "artifacts": artifacts})
+    report = {
+        "checkpoint": str(checkpoint),
+        "out_dir": str(out_dir),
+        "dataset": dataset.name,
+        "parity_images": len(parity),
+        "calibration_images": len(calib),
+        "pytorch_recall@1": 100 * recall_at_1(reference, labels),
+        "thresholds": thresholds.as_dict(),
+        "rows": rows,
+        "passed": all(r["status"] != "failed" for r in rows),
+    }
+    write_json_atomic(out_dir / "export_report.json", report)
+    return report
+
+
+def _resolve_precisions(modules: Mapping, requested: Mapping[str, Sequence[str]]) -> Dict[str, List[str]]:
+    out = {}
+    for fmt, module in modules.items():
+        chosen = list(requested.get(fmt) or module.DEFAULT_PRECISIONS)
+        bad = [p for p in chosen if p not in module.PRECISIONS]
+        if bad:
+            raise ExportError(f"{fmt} has no precision {', '.join(bad)}; choose from {', '.join(module.PRECISIONS)}")
+        out[fmt] = chosen
+    return out
+
+
+def _export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name, images, labels,
+                reference, calib, thresholds, keep_failed) -> Dict:
+    final = out_dir / f"{name}_{precision}{module.SUFFIX}"
+    staging = out_dir / f".{name}_{precision}.partial{module.SUFFIX}"
+    row = {"format": fmt, "precision": precision, "file": final.name, "input": spec.describe(),
+           "output": {"name": "embedding", "shape": [1, net.embedding_dim], "dtype": "float32"},
+           "runtime": module.RUNTIME, "status": "failed", "failures": [], "parity": {}}
+    _remove(staging)
+    start = time.perf_counter()
+    try:
+        row["details"] = module.convert(wrapped, spec, precision, staging, embedded_document(card, row), calib)
+        row["convert_s"] = round(time.perf_counter() - start, 2)
+        exported = module.run(staging, spec, images)
+        if exported is None:
+            row["parity_note"] = module.why_not_run()
+        else:
+            result = gate(reference, exported, labels, precision, thresholds)
+            row["parity"], row["failures"] = result.figures, result.failures
+        if hasattr(module, "structural_checks"):
+            failures, figures = module.structural_checks(staging, net, spec, precision)
+            row["structural"] = figures
+            row["failures"] += failures
+    except Exception as e:  # a converter's own error becomes this row's ✗, the other rows go on
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        row["failures"].append(f"{fmt} {precision} conversion failed: {type(e).__name__}: {first[:300]}")
+    if not row["failures"]:
+        row["status"] = "passed" if row["parity"] else "structural"
+        row["sha256"] = file_digest(staging) if staging.is_file() else _tree_digest(staging)
+        row["size_bytes"] = _size(staging)
+        _remove(final)
+        os.replace(staging, final)
+    else:
+        row["status"] = "failed"
+        if keep_failed and staging.exists():
+            kept = out_dir / "failed" / final.name
+            kept.parent.mkdir(exist_ok=True)
+            _remove(kept)
+            os.replace(staging, kept)
+            row["kept_at"] = str(kept)
+        _remove(staging)
+        _remove(final)  # an older file of the same name would pass for this one
+    return row
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _tree_digest(path: Path) -> str:
+    """sha256 over a package directory (CoreML .mlpackage): relative names and contents, sorted."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(path)).encode())
+        h.update(file_digest(p).encode())
+    return h.hexdigest()

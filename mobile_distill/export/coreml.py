@@ -1,0 +1,121 @@
+"""CoreML through coremltools: ML program, iOS 16 target, FLOAT32 or FLOAT16 compute precision,
+metadata in ``user_defined_metadata``.
+
+Numeric parity needs ``MLModel.predict``, which exists only on macOS. Elsewhere the export still
+runs and the report says plainly that numeric parity was not run; the structural checks that
+can run anywhere do: the saved package reloads, its input/output shapes and dtypes match, the
+metadata is there, and the first and last layers' weights read back equal to PyTorch's.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..errors import MissingDependencyError
+
+PRECISIONS = ("float32", "float16")
+DEFAULT_PRECISIONS = PRECISIONS
+DEFAULT_LAYOUT = "nchw"
+INPUT_DTYPES = ("float32",)  # ML program tensor inputs have no uint8 type (an ImageType would)
+SUFFIX = ".mlpackage"
+RUNTIME = "CoreML (macOS)"
+METADATA_KEY = "mobile_distill"
+
+
+def check_installed() -> None:
+    try:
+        import coremltools  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("CoreML export needs coremltools: pip install 'mobile_distill[export]'") from None
+
+
+def can_run() -> bool:
+    return sys.platform == "darwin"
+
+
+def why_not_run() -> str:
+    return "numeric parity not run here: CoreML prediction needs macOS (coremltools has no Linux runtime)"
+
+
+def convert(module, spec, precision: str, path: Path, metadata: str, calib=None) -> Dict:
+    import coremltools as ct
+
+    sample = spec.sample()
+    program = torch.export.export(module, (sample,)).run_decompositions({})
+    model = ct.convert(
+        program,
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS16,
+        compute_precision=ct.precision.FLOAT16 if precision == "float16" else ct.precision.FLOAT32,
+        inputs=[ct.TensorType(name="image", shape=tuple(sample.shape), dtype=np.float32)],
+        outputs=[ct.TensorType(name="embedding", dtype=np.float32)],
+    )
+    model.user_defined_metadata[METADATA_KEY] = metadata
+    model.short_description = "mobile_distill image embedding (L2-normalised)"
+    model.save(str(path))
+    return {"deployment_target": "iOS16", "compute_precision": precision.upper()}
+
+
+def run(path: Path, spec, images: np.ndarray) -> Optional[np.ndarray]:
+    if not can_run():
+        return None
+    import coremltools as ct
+
+    model = ct.models.MLModel(str(path))
+    x = spec.feed(images)
+    return np.stack([model.predict({"image": x[i:i + 1]})["embedding"][0] for i in range(len(x))]).astype(np.float32)
+
+
+def read_metadata(path: Path) -> Optional[str]:
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    return dict(spec.description.metadata.userDefined).get(METADATA_KEY)
+
+
+def _array_shape(feature) -> List[int]:
+    return [int(d) for d in feature.type.multiArrayType.shape]
+
+
+def _closest_const(consts: Dict, reference: np.ndarray) -> float:
+    """Smallest max-abs difference between ``reference`` and any weight const of its shape."""
+    diffs = [float(np.abs(np.asarray(c.val, dtype=np.float64) - reference).max())
+             for c in consts.values() if np.shape(c.val) == reference.shape]
+    return min(diffs) if diffs else float("inf")
+
+
+def structural_checks(path: Path, net, spec, precision: str) -> tuple[List[str], Dict]:
+    """Checks that need no CoreML runtime. Returns (failures, figures)."""
+    import coremltools as ct
+    from coremltools.optimize.coreml import get_weights_metadata
+
+    failures: List[str] = []
+    model = ct.models.MLModel(str(path), skip_model_load=True)
+    desc = model.get_spec().description
+    f32 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+    if len(desc.input) != 1 or _array_shape(desc.input[0]) != spec.shape() \
+            or desc.input[0].type.multiArrayType.dataType != f32:
+        failures.append(f"input is not float32{spec.shape()}")
+    if len(desc.output) != 1 or _array_shape(desc.output[0]) != [1, net.embedding_dim] \
+            or desc.output[0].type.multiArrayType.dataType != f32:
+        failures.append(f"output is not float32[1, {net.embedding_dim}]")
+    if METADATA_KEY not in desc.metadata.userDefined:
+        failures.append("metadata missing")
+    consts = get_weights_metadata(model, weight_threshold=1)
+    tol = 1e-3 if precision == "float16" else 1e-6
+    # The first layer is the normalisation (its mean); the last is the embedding head.
+    first = net.normalize.mean.numpy().astype(np.float64)
+    last = getattr(net.head, "weight", None)
+    figures = {"first_layer_max_abs_diff": _closest_const(consts, first)}
+    if last is not None:
+        last = last.detach().numpy().astype(np.float64)
+        figures["last_layer_max_rel_diff"] = _closest_const(consts, last) / max(float(np.abs(last).max()), 1e-12)
+    for name, diff in figures.items():
+        if not diff <= tol:
+            failures.append(f"{name.replace('_', ' ')} {diff:.2e} > {tol:g}")
+    return failures, figures

@@ -1,0 +1,91 @@
+"""The model card (``model.json``) and the metadata document embedded in every exported file.
+
+``model.json`` = ``{"model": card, "artifacts": [entry, ...]}``. Each exported file embeds
+``{"model": card, "artifact": {format, precision, file, input, output}}``: the same card, and the
+part of its own entry that is known before the file exists (a file cannot contain its own sha256,
+and parity is measured on the finished file).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..utils.io import file_digest
+
+KEY = "mobile_distill"  # ONNX metadata_props key, CoreML user_defined_metadata key, TFLite metadata name
+CARD_VERSION = 1
+EMBEDDED_ARTIFACT_KEYS = ("format", "precision", "file", "input", "output")
+_TOOLS = ("mobile_distill", "torch", "onnx", "onnxruntime", "onnxscript", "onnxslim", "litert-torch",
+          "ai-edge-litert", "ai-edge-quantizer", "coremltools")
+
+
+def tool_versions() -> Dict[str, str]:
+    out = {}
+    for name in _TOOLS:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _test_recall(ckpt: Dict[str, Any], checkpoint: Path) -> Dict[str, float]:
+    # results.json beside the checkpoint holds the final test metrics; else the last epoch's.
+    results = checkpoint.parent / "results.json"
+    if results.is_file():
+        try:
+            test = json.loads(results.read_text()).get("test", {})
+            return {k: v for k, v in test.items() if k.startswith("recall@") or k == "map@r"}
+        except (OSError, ValueError):
+            pass
+    last = (ckpt.get("history") or [{}])[-1]
+    return {k[len("test_"):]: v for k, v in last.items() if k.startswith("test_recall@")}
+
+
+def build_card(ckpt: Dict[str, Any], checkpoint: str | Path) -> Dict[str, Any]:
+    """What a consumer needs to know about the model, independent of format."""
+    checkpoint = Path(checkpoint)
+    info = ckpt["model"]
+    cfg = ckpt.get("config", {})
+    return {
+        "card_version": CARD_VERSION,
+        "architecture": info["arch"],
+        "embedding_dim": info["embedding_dim"],
+        "image_size": info["image_size"],
+        "normalization": {
+            "inside_graph": True,
+            "mean": info["mean"],
+            "std": info["std"],
+            "note": "the graph computes (x - mean) / std itself; feed RGB in the input's value range",
+        },
+        "output": {"name": "embedding", "dtype": "float32", "l2_normalized": True,
+                   "similarity": "cosine (= dot product)"},
+        "source_checkpoint": {"file": checkpoint.name, "sha256": file_digest(checkpoint),
+                              "epoch": ckpt.get("epoch")},
+        "teacher": ckpt.get("teacher"),
+        "losses": ckpt.get("losses"),
+        "dataset": {"name": cfg.get("data"), **(ckpt.get("data") or {})},
+        "test_metrics": _test_recall(ckpt, checkpoint),
+        "tools": tool_versions(),
+    }
+
+
+def embedded_document(card: Dict[str, Any], artifact: Dict[str, Any]) -> str:
+    doc = {"model": card, "artifact": {k: artifact[k] for k in EMBEDDED_ARTIFACT_KEYS}}
+    return json.dumps(doc, sort_keys=True)
+
+
+def read_metadata(path: str | Path) -> Optional[Dict[str, Any]]:
+    """The mobile_distill document embedded in an exported file (.onnx, .tflite, .mlpackage)."""
+    from . import formats
+
+    path = Path(path)
+    fmt = formats.format_of(path)
+    try:
+        raw = formats.get(fmt).read_metadata(path)
+        return json.loads(raw) if raw is not None else None
+    except (OSError, ValueError, RuntimeError) as e:
+        raise formats.ExportError(f"cannot read the metadata of {path}: {str(e).splitlines()[0][:200]}") from None

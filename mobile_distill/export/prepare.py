@@ -1,0 +1,166 @@
+"""What every exported file computes, and the real images the gates run on.
+
+``ExportModule`` wraps a trained ``EmbeddingNet`` with the input contract of DESIGN §2: RGB in
+[0, 1] float (or 0-255 uint8 for apps that feed camera bytes), NCHW or NHWC; normalisation stays
+inside the network, so no app ever needs per-channel constants.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+from typing import List, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+
+LAYOUTS = ("nhwc", "nchw")
+INPUT_DTYPES = ("float32", "uint8")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The input an exported file expects (recorded in model.json and the embedded metadata)."""
+
+    image_size: int
+    layout: str = "nchw"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"unknown input layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
+        if self.dtype not in INPUT_DTYPES:
+            raise ConfigError(f"unknown input dtype {self.dtype!r}; choose one of {', '.join(INPUT_DTYPES)}")
+
+    def shape(self, batch: int = 1) -> List[int]:
+        s = self.image_size
+        return [batch, s, s, 3] if self.layout == "nhwc" else [batch, 3, s, s]
+
+    def describe(self) -> dict:
+        return {
+            "shape": self.shape(),
+            "layout": self.layout.upper(),
+            "dtype": self.dtype,
+            "value_range": [0, 255] if self.dtype == "uint8" else [0.0, 1.0],
+            "channel_order": "RGB",
+        }
+
+    def feed(self, images_u8: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 images -> the array this input expects."""
+        x = images_u8 if self.layout == "nhwc" else images_u8.transpose(0, 3, 1, 2)
+        x = np.ascontiguousarray(x)
+        return x if self.dtype == "uint8" else x.astype(np.float32) / np.float32(255)
+
+    def sample(self) -> torch.Tensor:
+        rng = np.random.default_rng(0)
+        size = self.image_size
+        return torch.from_numpy(self.feed(rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8)))
+
+
+class ExportModule(nn.Module):
+    """``EmbeddingNet`` behind the exported input contract; output (B, D) L2-normalised float32."""
+
+    def __init__(self, net: nn.Module, spec: InputSpec):
+        super().__init__()
+        self.net = static_same_padding(net).eval()
+        self.nhwc = spec.layout == "nhwc"
+        self.uint8 = spec.dtype == "uint8"
+        self.eval()  # converters warn about (and some trace) a module left in training mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uint8:
+            x = x.to(torch.float32).div(255)  # the same arithmetic as torchvision's ToTensor
+        if self.nhwc:
+            x = x.permute(0, 3, 1, 2)
+        return self.net(x)
+
+
+class _ConcatPadConv(nn.Module):
+    """TF-"same" convolution whose asymmetric zero padding is built by concatenation.
+
+    timm's ``Conv2dSame`` pads with ``F.pad``; LiteRT lowers a stand-alone pad in NCHW and wraps it
+    in two TRANSPOSE ops. Concatenating zero blocks is exactly the same arithmetic and converts
+    to layout-agnostic CONCATENATION ops instead.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        pads = []
+        for size, k, s, d in zip(x.shape[-2:], c.kernel_size, c.stride, c.dilation):
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads.append((total // 2, total - total // 2))
+        (top, bottom), (left, right) = pads
+        x = _zeros_around(x, 3, left, right)
+        x = _zeros_around(x, 2, top, bottom)
+        return F.conv2d(x, c.weight, c.bias, c.stride, 0, c.dilation, c.groups)
+
+
+def _zeros_around(x: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
+    parts = []
+    for n in (before, after):
+        shape = list(x.shape)
+        shape[dim] = n
+        parts.append(x.new_zeros(shape) if n else None)
+    pieces = [p for p in (parts[0], x, parts[1]) if p is not None]
+    return torch.cat(pieces, dim) if len(pieces) > 1 else x
+
+
+def static_same_padding(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` with every timm ``Conv2dSame`` replaced by ``_ConcatPadConv``."""
+    from timm.layers import Conv2dSame
+
+    net = copy.deepcopy(net)
+    for name, module in list(net.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, Conv2dSame):
+                setattr(module, child_name, _ConcatPadConv(child))
+    return net
+
+
+def load_images(samples: Sequence, image_size: int, dataset: str, eval_resize: float = 1.0) -> np.ndarray:
+    """(N, H, W, 3) uint8 images with the evaluation transform (resize + centre crop)."""
+    from ..data.base import load_image
+    from ..data.transforms import eval_transform
+
+    tf = eval_transform(image_size, eval_resize)
+    out = np.empty((len(samples), image_size, image_size, 3), dtype=np.uint8)
+    for i, (path, _) in enumerate(samples):
+        # ToTensor gave k/255; multiplying back and rounding recovers the exact byte.
+        out[i] = (tf(load_image(path, dataset)).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return out
+
+
+def pick_parity_samples(test: Sequence, n: int, seed: int = 0) -> List:
+    """Whole classes of the test split, in a seeded random class order, until ``n`` images.
+
+    Whole classes keep Recall@1 on the subset meaningful (every query has its positives).
+    ``n <= 0`` or ``n >= len(test)`` means the whole split.
+    """
+    if n <= 0 or n >= len(test):
+        return list(test)
+    by_class = {}
+    for s in test:
+        by_class.setdefault(s[1], []).append(s)
+    classes = sorted(by_class)
+    random.Random(seed).shuffle(classes)
+    picked: List = []
+    for c in classes:
+        if len(picked) >= n:
+            break
+        picked.extend(by_class[c])
+    return picked
+
+
+def pick_calibration_samples(train: Sequence, n: int, seed: int = 0) -> List:
+    """A seeded random sample of training images (the int8 calibration set)."""
+    train = list(train)
+    return train if n >= len(train) else random.Random(seed).sample(train, n)

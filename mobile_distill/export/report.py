@@ -1,0 +1,43 @@
+"""The console table of an export report (format, precision, size, parity, status)."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+MARK = {"passed": "✓", "structural": "✓*", "failed": "✗"}
+
+
+def _mb(row: Dict) -> str:
+    return f"{row['size_bytes'] / 1e6:.2f}" if "size_bytes" in row else "-"
+
+
+def format_report(report: Dict) -> str:
+    header = ["format", "precision", "size MB", "cos min", "cos mean", "R@1 export", "R@1 torch", "top-1 agree",
+              "status"]
+    body: List[List[str]] = []
+    for r in report["rows"]:
+        p = r.get("parity") or {}
+        f = lambda k, spec: format(p[k], spec) if k in p else "-"  # noqa: E731
+        body.append([r["format"], r["precision"], _mb(r), f("cosine_min", ".6f"), f("cosine_mean", ".6f"),
+                     f("recall@1_export", ".2f"), f("recall@1_pytorch", ".2f"), f("top1_class_agreement", ".3f"),
+                     MARK[r["status"]]])
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    out = [f"parity on {report['parity_images']} {report['dataset']} test images "
+           f"(PyTorch Recall@1 {report['pytorch_recall@1']:.2f}); int8 calibrated on "
+           f"{report['calibration_images']} training images", line(header), line(["-" * w for w in widths])]
+    out += [line(b) for b in body]
+    notes = []
+    for r in report["rows"]:
+        tag = f"{r['format']} {r['precision']}"
+        for failure in r["failures"]:
+            notes.append(f"✗ {tag}: {failure}")
+        if r.get("parity_note"):
+            notes.append(f"✓* {tag}: {r['parity_note']}; structural checks passed: {r.get('structural')}"
+                         if r["status"] == "structural" else f"  {tag}: {r['parity_note']}")
+        transposes = (r.get("details") or {}).get("transpose_ops")
+        if transposes:
+            notes.append(f"! {tag}: {transposes} TRANSPOSE op(s) in the graph")
+        if r.get("kept_at"):
+            notes.append(f"  {tag}: failed file kept at {r['kept_at']}")
+    return "\n".join(out + notes)

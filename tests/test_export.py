@@ -1,0 +1,227 @@
+"""Export of a briefly trained tiny student through the real converters and runtimes
+(ONNX Runtime, the LiteRT interpreter, coremltools conversion), gated on parity with PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_shapes_dataset, run_cli
+
+pytest.importorskip("litert_torch", reason="export extras not installed: pip install -e '.[export]'")
+
+from mobile_distill.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from mobile_distill.export import Thresholds, export, read_metadata  # noqa: E402
+from mobile_distill.export.parity import gate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A resnet18 student trained for seconds: real BatchNorm statistics, Recall@1 ~100 on unseen classes
+    (a mobilenet_v1_025 this small learns so little that int8 rightly fails the gate)."""
+    from mobile_distill.config import make_config
+    from mobile_distill.train import main
+
+    root = tmp_path_factory.mktemp("export")
+    data = make_shapes_dataset(root / "shapes", n_classes=16, per_class=4)
+    cfg = make_config(data=f"folder:{data}", out_dir=str(root / "runs"), name="tiny", model="resnet18",
+                      pretrained="none", embedding_dim=32, image_size=32, epochs=6, classes_per_batch=4,
+                      images_per_class=4, batches_per_epoch=8, lr=1e-2, backbone_lr=1e-2, eval_every=0,
+                      loss="triplet", mining="all", margin=0.2)
+    results = main(cfg, progress=False)
+    return {"root": root, "data": data, "ckpt": root / "runs" / "tiny" / "last.pt", "results": results}
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    out = trained["root"] / "export_all"
+    report = export(trained["ckpt"], formats=["all"], out_dir=out, parity_samples=0, calib_samples=48)
+    return out, report
+
+
+def _row(report, fmt, precision):
+    return next(r for r in report["rows"] if r["format"] == fmt and r["precision"] == precision)
+
+
+def test_every_format_passes_the_default_gate(exported):
+    out, report = exported
+    assert report["passed"], [r["failures"] for r in report["rows"]]
+    assert report["parity_images"] == 32  # the whole test half: 8 classes x 4
+    for fmt, precision in [("onnx", "float32"), ("tflite", "float32"), ("tflite", "float16"), ("tflite", "int8"),
+                           ("tflite", "dynamic_int8"), ("tflite", "weight_int8")]:
+        row = _row(report, fmt, precision)
+        assert row["status"] == "passed"
+        assert (out / row["file"]).is_file() and row["size_bytes"] == (out / row["file"]).stat().st_size
+        assert row["parity"]["images"] == 32 and row["parity"]["mean_pairwise_cosine"] < 0.9
+    assert _row(report, "onnx", "float32")["parity"]["cosine_min"] > 0.99999
+    assert _row(report, "tflite", "float32")["parity"]["max_abs_diff"] < 1e-4
+    # Quantised files are smaller than the float32 one.
+    f32 = _row(report, "tflite", "float32")["size_bytes"]
+    assert _row(report, "tflite", "int8")["size_bytes"] < 0.5 * f32
+    assert _row(report, "tflite", "float16")["size_bytes"] < 0.7 * f32
+    assert not list(out.glob(".*partial*"))  # no staging leftovers
+
+
+def test_coreml_exports_with_structural_checks_and_says_parity_was_not_run(exported):
+    out, report = exported
+    for precision in ("float32", "float16"):
+        row = _row(report, "coreml", precision)
+        assert row["status"] == "structural" and not row["parity"]
+        assert "macOS" in row["parity_note"]
+        assert row["structural"]["first_layer_max_abs_diff"] <= (1e-3 if precision == "float16" else 1e-6)
+        assert (out / row["file"] / "Manifest.json").is_file()
+
+
+def test_onnx_runs_any_batch_size_and_matches_pytorch(exported, trained):
+    import onnxruntime as ort
+
+    from mobile_distill.checkpoint import model_from_checkpoint
+
+    out, _ = exported
+    net = model_from_checkpoint(load_checkpoint(trained["ckpt"])).eval()
+    x = torch.rand(5, 3, 32, 32)
+    session = ort.InferenceSession(str(out / "student_float32.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, net(x).numpy(), atol=1e-5)
+
+
+def test_metadata_round_trip_equals_model_json(exported):
+    out, report = exported
+    card = json.loads((out / "model.json").read_text())
+    assert {a["file"] for a in card["artifacts"]} == {r["file"] for r in report["rows"]}
+    for entry in card["artifacts"]:
+        doc = read_metadata(out / entry["file"])
+        assert doc["model"] == card["model"]
+        assert doc["artifact"] == {k: entry[k] for k in ("format", "precision", "file", "input", "output")}
+    assert card["model"]["architecture"] == "resnet18" and card["model"]["embedding_dim"] == 32
+    assert card["model"]["normalization"]["inside_graph"]
+    # the CLI reads it back too
+    proc = run_cli("metadata", out / "student_int8.tflite")
+    assert json.loads(proc.stdout)["artifact"]["precision"] == "int8"
+
+
+def test_tflite_input_is_nhwc_and_op_histogram_is_reported(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    out, report = exported
+    row = _row(report, "tflite", "float32")
+    assert row["input"]["shape"] == [1, 32, 32, 3] and row["input"]["layout"] == "NHWC"
+    assert row["parity"]["recall@1_pytorch"] > 50  # a model worth gating
+    assert row["details"]["ops"]["CONV_2D"] > 0 and row["details"]["transpose_ops"] == 0
+    interp = Interpreter(model_path=str(out / row["file"]))
+    assert list(interp.get_input_details()[0]["shape"]) == [1, 32, 32, 3]
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v1_025", "resnet18", "efficientnet_lite0"])
+def test_tflite_float32_students_have_no_transpose(arch, tmp_path):
+    from mobile_distill.export import tflite
+    from mobile_distill.export.prepare import ExportModule, InputSpec
+    from mobile_distill.models import create_model
+
+    net = create_model(arch, embedding_dim=32, pretrained="none", image_size=64).eval()
+    spec = InputSpec(64, "nhwc")
+    details = tflite.convert(ExportModule(net, spec), spec, "float32", tmp_path / "m.tflite", "{}")
+    assert details["transpose_ops"] == 0, details["ops"]
+    # and the TF-"same" padding rewrite is exact
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ExportModule(net, InputSpec(64, "nchw"))(x), net(x), rtol=0, atol=1e-6)
+
+
+def test_uint8_input_feeds_camera_bytes(trained, tmp_path):
+    report = export(trained["ckpt"], formats=["tflite", "onnx"], precisions={"tflite": ["float32"]},
+                    out_dir=tmp_path / "u8", input_dtype="uint8", parity_samples=0, calib_samples=8)
+    assert report["passed"]
+    for row in report["rows"]:
+        assert row["input"]["dtype"] == "uint8" and row["input"]["value_range"] == [0, 255]
+        assert row["parity"]["cosine_min"] > 0.9999
+    assert _row(report, "onnx", "float32")["input"]["layout"] == "NCHW"
+
+
+def test_corrupted_export_is_refused_and_not_left_at_final_path(trained, tmp_path, monkeypatch):
+    from mobile_distill.export import onnx as onnx_format
+
+    real_convert = onnx_format.convert
+
+    def convert_with_perturbed_weight(module, *args, **kwargs):
+        broken = __import__("copy").deepcopy(module)
+        with torch.no_grad():
+            broken.net.head.weight.add_(0.5 * torch.randn_like(broken.net.head.weight))
+        return real_convert(broken, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_format, "convert", convert_with_perturbed_weight)
+    out = tmp_path / "bad"
+    report = export(trained["ckpt"], formats=["onnx"], out_dir=out, parity_samples=0, keep_failed=True)
+    row = report["rows"][0]
+    assert not report["passed"] and row["status"] == "failed"
+    assert any("cosine min" in f for f in row["failures"])
+    assert not (out / "student_float32.onnx").exists()
+    assert (out / "failed" / "student_float32.onnx").is_file()  # --keep-failed moved it aside
+    assert json.loads((out / "model.json").read_text())["artifacts"] == []
+
+
+def test_cli_gate_failure_exits_nonzero_with_a_cross_line(trained, tmp_path):
+    # An impossible threshold makes the real file fail: exit 1, ✗ line, nothing at the final path.
+    out = tmp_path / "cli"
+    proc = run_cli("export", trained["ckpt"], "--format", "onnx", "--out", out, "--min-cos-fp32", "1.1",
+                   "--parity-samples", "0", "--quiet", check=False)
+    assert proc.returncode == 1
+    assert "✗ onnx float32: cosine min" in proc.stdout
+    assert proc.stderr.startswith("Error: parity gate failed for onnx float32") and "Traceback" not in proc.stderr
+    assert not (out / "student_float32.onnx").exists()
+
+
+def test_cli_export_success_prints_table_and_saved_to(trained, tmp_path):
+    out = tmp_path / "ok"
+    proc = run_cli("export", trained["ckpt"], "--format", "tflite", "--precision", "tflite:float32",
+                   "--out", out, "--parity-samples", "0", "--input-layout", "nchw", "--quiet")
+    assert "tflite  float32" in proc.stdout and "✓" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith(f"saved to {out}")
+    assert json.loads((out / "export_report.json").read_text())["rows"][0]["input"]["shape"] == [1, 3, 32, 32]
+
+
+def test_degenerate_model_is_refused(trained, tmp_path):
+    # A head whose weights are zero maps every image to the same embedding (the normalised bias),
+    # as untouched BatchNorm statistics can: any parity check on it would pass trivially.
+    ckpt = load_checkpoint(trained["ckpt"])
+    ckpt["state_dict"]["head.weight"].zero_()
+    bad = tmp_path / "collapsed.pt"
+    save_checkpoint(bad, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    proc = run_cli("export", bad, "--format", "onnx", "--out", tmp_path / "deg", "--parity-samples", "0",
+                   check=False)
+    assert proc.returncode == 1 and "degenerate" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "deg").exists()
+
+
+def test_gate_fails_collapsed_export_and_shape_mismatch():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(20, 8)).astype(np.float32)
+    labels = np.repeat(np.arange(10), 2)
+    collapsed = np.tile(ref[:1], (20, 1))
+    assert not gate(ref, collapsed, labels, "int8", Thresholds(int8_top1_agreement=0.0, int8_recall_drop=100)).passed
+    result = gate(ref, ref[:, :4].copy(), labels, "float32")
+    assert not result.passed and "does not match" in result.failures[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "pdf"], "unknown export format 'pdf'"),
+    (["--precision", "onnx:int8"], "onnx has no precision int8"),
+])
+def test_bad_options_are_clear_errors(trained, tmp_path, args, message):
+    proc = run_cli("export", trained["ckpt"], "--out", tmp_path / "x", *args, check=False)
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_checkpoint_and_unknown_architecture(tmp_path, trained):
+    proc = run_cli("export", tmp_path / "nope.pt", check=False)
+    assert proc.returncode == 1 and "checkpoint not found" in proc.stderr
+    ckpt = load_checkpoint(trained["ckpt"])
+    ckpt["model"] = {**ckpt["model"], "arch": "vgg_future"}
+    bad = tmp_path / "alien.pt"
+    save_checkpoint(bad, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    proc = run_cli("export", bad, "--format", "onnx", check=False)
+    assert proc.returncode == 1 and "vgg_future" in proc.stderr and "Traceback" not in proc.stderr
