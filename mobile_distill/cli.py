@@ -153,14 +153,19 @@ def train_cmd(config_file, resume, quiet, **overrides):
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the metrics here.")
 @click.option("--skip-bad-images", is_flag=True, help="Drop unreadable images instead of failing.")
-def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_out, skip_bad_images):
-    """Recall@K and MAP@R of CHECKPOINT (or of --model's raw features) on a data set's split."""
-    from .evaluate import evaluate_checkpoint, evaluate_pretrained, format_table
+@click.option("--embeddings", type=click.Path(path_type=Path), default=None,
+              help="Score precomputed embeddings (.npy, one row per image of the split, in data-set order).")
+def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_out, skip_bad_images, embeddings):
+    """Recall@K and MAP@R of CHECKPOINT (or of --model's raw features, or of --embeddings) on a data set's split."""
+    from .evaluate import evaluate_checkpoint, evaluate_embeddings, evaluate_pretrained, format_table
     from .utils.io import write_json_atomic
 
-    if (checkpoint is None) == (model is None):
-        raise click.UsageError("give either CHECKPOINT or --model NAME")
-    if checkpoint is not None:
+    if sum(x is not None for x in (checkpoint, model, embeddings)) != 1:
+        raise click.UsageError("give exactly one of CHECKPOINT, --model NAME or --embeddings FILE.npy")
+    if embeddings is not None:
+        metrics = evaluate_embeddings(embeddings, data_spec or "emoji", split, skip_bad_images)
+        title = str(embeddings)
+    elif checkpoint is not None:
         metrics = evaluate_checkpoint(checkpoint, data_spec, image_size, split, skip_bad_images)
         title = str(checkpoint)
     else:
@@ -197,10 +202,16 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
 @click.option("--keep-failed", is_flag=True, help="Move files that fail the gate to OUT/failed/ instead of deleting them.")
 @click.option("--data", "data_spec", default=None, help="Data set for parity/calibration images (default: the checkpoint's).")
 @click.option("--name", default="student", show_default=True, help="File stem: NAME_float32.tflite, ...")
+@click.option("--android", "android_dir", type=click.Path(path_type=Path), default=None,
+              help="Also fill this Android assets folder (android_demo/app/src/main/assets): float32 TFLite, "
+                   "model.json and a gallery embedded with that file.")
+@click.option("--gallery", default=None, help="With --android: a data set (its test split) or a folder of images "
+                                              "(default: the checkpoint's data set).")
+@click.option("--gallery-limit", type=int, default=None, help="With --android: at most this many gallery images.")
 @click.option("--quiet", is_flag=True, help="Only the table and the final line.")
 def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dtype, parity_samples, calib_samples,
                min_cos_fp32, min_cos_fp16, max_int8_recall_drop, min_int8_agreement, keep_failed, data_spec, name,
-               quiet):
+               android_dir, gallery, gallery_limit, quiet):
     """Export CHECKPOINT to ONNX / TFLite / CoreML and gate every file on parity with PyTorch."""
     from .export import ExportError, Thresholds, export, format_report
 
@@ -216,6 +227,13 @@ def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dty
                     thresholds=thresholds, keep_failed=keep_failed, data=data_spec, name=name,
                     log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(format_report(report))
+    if android_dir is not None:
+        from .export.android import write_android_assets
+
+        done = write_android_assets(Path(report["out_dir"]), android_dir, gallery or report["data_spec"],
+                                    limit=gallery_limit)
+        click.echo(f"Android assets: {done['model']}, model.json and {done['gallery_images']} gallery images "
+                   f"in {android_dir}")
     click.echo(f"saved to {report['out_dir']} (model.json, export_report.json)")
     failed = [f"{r['format']} {r['precision']}" for r in report["rows"] if r["status"] == "failed"]
     if failed:
@@ -235,6 +253,45 @@ def metadata_cmd(path):
     if doc is None:
         raise ExportError(f"{path} carries no mobile_distill metadata (was it exported by mdistill export?)")
     click.echo(json.dumps(doc, indent=2))
+
+
+# ---------------------------------------------------------------- bench
+def _int_list(ctx, param, value):
+    try:
+        return [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated integers, e.g. 1,2") from None
+
+
+@cli.command("bench", context_settings={"max_content_width": 120})
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@click.option("--data", "data_spec", default=None, help="Data set for Recall@K (default: the one in model.json).")
+@click.option("--threads", default="1", show_default=True, callback=_int_list, help="Thread counts, e.g. 1,2.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up inferences before timing.")
+@click.option("--runs", type=int, default=100, show_default=True, help="Timed single-image inferences.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="PyTorch checkpoint for the eager row (default: the one model.json points to).")
+@click.option("--min-recall", type=float, default=None, help="Fail (exit 1) when a format's Recall@1 (%) is below this.")
+@click.option("--anchor", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Keras-native TFLite anchor (needs TensorFlow; see MDISTILL_KERAS_PYTHON).")
+@click.option("--adb", "adb_serial", default=None, is_flag=False, flag_value="", metavar="[SERIAL]",
+              help="Also run on an Android phone through adb and the demo app's benchmark mode.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Default: EXPORT_DIR/bench.")
+@click.option("--quiet", is_flag=True, help="Only the table and the final line.")
+def bench_cmd(export_dir, data_spec, threads, warmup, runs, checkpoint, min_recall, anchor, adb_serial, out_dir, quiet):
+    """Size, latency, throughput, memory and Recall@K of every file in an export folder."""
+    from .bench import BenchError, bench, format_table
+
+    report = bench(export_dir, data=data_spec, threads=threads, warmup=warmup, runs=runs, checkpoint=checkpoint,
+                   min_recall=min_recall, out_dir=out_dir, anchor=anchor,
+                   adb="adb" if adb_serial is not None else None, adb_serial=adb_serial or None,
+                   log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
+    click.echo(format_table(report))
+    out = out_dir or Path(export_dir) / "bench"
+    click.echo(f"saved to {out} (bench.json, bench.md, {', '.join(report['plots'])})")
+    failed = [f"{r['format']} {r['precision']}" for r in report["rows"] if r["status"] == "failed"]
+    if failed:
+        raise BenchError(f"benchmark failed for {', '.join(failed)} (see the ✗ lines above)")
 
 
 # ---------------------------------------------------------------- demo

@@ -10,6 +10,7 @@ other queries, and a metric with no valid query is ``nan`` (PML's ``nan_accuracy
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -81,10 +82,22 @@ def retrieval_metrics(
         nn_idx = sims.topk(k_needed, dim=1).indices  # (c, k)
         same = codes[nn_idx] == codes[start:stop, None]  # (c, k) bool relevance
         q_valid = valid[start:stop]  # (c,)
-        first = torch.where(same.any(1), same.byte().argmax(1), k_needed)  # (c,) rank-1 of 1st hit
+        # Recall@K from the rank of the nearest positive, counted against the whole gallery:
+        # every other-class item at least as similar ranks ahead of it. Exact ties (identical
+        # images in two classes) thus count against the query, whatever K is asked for; taking
+        # topk's order instead made Recall@1 depend on the K list (topk breaks ties by k).
+        same_all = codes[None, :] == codes[start:stop, None]  # (c, N)
+        best_pos = sims.masked_fill(~same_all, float("-inf")).max(1).values  # (c,)
+        first = ((sims >= best_pos[:, None]) & ~same_all).sum(1)  # (c,) rank-1 of the 1st hit
+        del same_all
         for j, k in enumerate(ks):
             hits[j] += ((first < k) & q_valid).sum().cpu()
         if map_at_r:
+            # The same tie rule as Recall@K: among equal similarities, other-class items first.
+            vals = sims.gather(1, nn_idx)
+            by_class = torch.sort(same.to(torch.int8), dim=1, stable=True).indices
+            by_sim = torch.sort(vals.gather(1, by_class), dim=1, descending=True, stable=True).indices
+            same = same.gather(1, by_class).gather(1, by_sim)
             r = r_all[start:stop]  # (c,)
             rel = same & (ranks[None, :] <= r[:, None])  # (c, k) only the first R ranks count
             prec = rel.cumsum(1).double() / ranks  # (c, k) P(i)
@@ -131,11 +144,13 @@ class _CrossDomain:
             q_ok = (q_dom != b) & self.has[b][q_code]  # (c,) queries that count for (A, b)
             if not bool(q_ok.any()):
                 continue
-            kb = min(len(cols), self.ks[-1])
             # index_select copies (c, |B|) at most: still bounded by the chunk, never N x N.
-            nn = sims.index_select(1, cols).topk(kb, dim=1).indices  # (c, kb)
-            same = self.codes[cols][nn] == q_code[:, None]  # (c, kb)
-            first = torch.where(same.any(1), same.byte().argmax(1), kb)  # (c,)
+            sb = sims.index_select(1, cols)  # (c, |B|)
+            same = self.codes[cols][None, :] == q_code[:, None]  # (c, |B|)
+            # Same tie rule as the overall Recall@K: other-class items at least as similar as
+            # the nearest positive rank ahead of it.
+            best = sb.masked_fill(~same, float("-inf")).max(1).values  # (c,)
+            first = ((sb >= best[:, None]) & ~same).sum(1)  # (c,)
             self.nq[:, b] += torch.bincount(q_dom[q_ok], minlength=nd).cpu()
             for j, k in enumerate(self.ks):
                 self.hits[:, b, j] += torch.bincount(q_dom[q_ok & (first < k)], minlength=nd).cpu()
@@ -278,3 +293,25 @@ def evaluate_pretrained(arch: str, data_spec: str, image_size: int, pretrained: 
     samples, domains = _split(data, split)
     return evaluate_samples(model, samples, image_size, ks=data.recall_ks, dataset=data.name,
                             domains=domains, progress=progress)
+
+
+def evaluate_embeddings(path, data_spec: str, split: str = "test", skip_bad_images: bool = False) -> Metrics:
+    """Recall@K / MAP@R of precomputed embeddings (``.npy``, rows in the split's data-set order),
+    e.g. the per-format embeddings ``mdistill bench`` saves."""
+    import numpy as np
+
+    from .data import create_dataset
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"embeddings file not found: {path}")
+    try:
+        emb = np.load(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path} as a .npy array: {str(e).splitlines()[0][:200]}") from None
+    data = create_dataset(data_spec, skip_bad_images=skip_bad_images, progress=False)
+    samples, domains = _split(data, split)
+    if emb.ndim != 2 or emb.shape[0] != len(samples):
+        raise DataError(f"{path} holds {tuple(emb.shape)}, expected ({len(samples)}, D): one row per {split} image")
+    labels = torch.tensor([y for _, y in samples])
+    return retrieval_metrics(torch.from_numpy(emb.astype(np.float32)), labels, ks=data.recall_ks, domains=domains)

@@ -176,3 +176,26 @@ def test_format_table_and_comparison():
     lines = comp.splitlines()
     assert lines[0].split() == ["model", "recall@1", "recall@10", "map@r"]
     assert lines[3].split() == ["student-lite0", "50.0", "-", "20.0"]
+
+
+def test_exact_ties_count_against_the_query_whatever_the_k_list():
+    # Query 0's positive (item 1) and a negative (item 2) are the same vector: an exact tie.
+    # The tie counts as a miss at K=1 (the negative ranks with it), a hit at K=2, and Recall@1
+    # must not depend on which other K are asked for (topk breaks ties differently per k).
+    emb = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.6, 0.8], [-1.0, 0.0], [-0.6, -0.8]])
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    labels[4] = 1  # item 2's class has positives (3, 4) so every query is valid
+    alone = retrieval_metrics(emb, labels, ks=(1,))
+    full = retrieval_metrics(emb, labels, ks=(1, 2, 4))
+    assert alone["recall@1"] == full["recall@1"]
+    # query 0: positive 1 tied with negative 2 -> miss at 1, hit at 2; query 1: nearest is 2 (neg,
+    # identical) then 0 -> miss at 1; query 2: nearest is 1 (neg) ... -> miss at 1
+    sims = torch.nn.functional.normalize(emb, dim=1) @ torch.nn.functional.normalize(emb, dim=1).T
+    expected_r1 = 0
+    for q in range(5):
+        others = [j for j in range(5) if j != q]
+        best_pos = max(sims[q, j] for j in others if labels[j] == labels[q])
+        ahead = sum(1 for j in others if labels[j] != labels[q] and sims[q, j] >= best_pos)
+        expected_r1 += ahead == 0
+    assert full["recall@1"] == pytest.approx(expected_r1 / 5)
+    assert full["map@r"] <= full["recall@4"]

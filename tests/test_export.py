@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import make_shapes_dataset, run_cli
+from conftest import run_cli, train_tiny_student
 
 pytest.importorskip("litert_torch", reason="export extras not installed: pip install -e '.[export]'")
 
@@ -22,17 +23,8 @@ from mobile_distill.export.parity import gate  # noqa: E402
 def trained(tmp_path_factory):
     """A resnet18 student trained for seconds: real BatchNorm statistics, Recall@1 ~100 on unseen classes
     (a mobilenet_v1_025 this small learns so little that int8 rightly fails the gate)."""
-    from mobile_distill.config import make_config
-    from mobile_distill.train import main
-
     root = tmp_path_factory.mktemp("export")
-    data = make_shapes_dataset(root / "shapes", n_classes=16, per_class=4)
-    cfg = make_config(data=f"folder:{data}", out_dir=str(root / "runs"), name="tiny", model="resnet18",
-                      pretrained="none", embedding_dim=32, image_size=32, epochs=6, classes_per_batch=4,
-                      images_per_class=4, batches_per_epoch=8, lr=1e-2, backbone_lr=1e-2, eval_every=0,
-                      loss="triplet", mining="all", margin=0.2)
-    results = main(cfg, progress=False)
-    return {"root": root, "data": data, "ckpt": root / "runs" / "tiny" / "last.pt", "results": results}
+    return {"root": root, "ckpt": train_tiny_student(root)}
 
 
 @pytest.fixture(scope="module")
@@ -142,26 +134,49 @@ def test_uint8_input_feeds_camera_bytes(trained, tmp_path):
     assert _row(report, "onnx", "float32")["input"]["layout"] == "NCHW"
 
 
-def test_corrupted_export_is_refused_and_not_left_at_final_path(trained, tmp_path, monkeypatch):
+def test_corrupted_export_is_refused_and_not_left_at_final_path(trained, tmp_path, monkeypatch, capsys):
+    # The ONNX file is written from a copy of the model with one weight tensor perturbed; the CLI
+    # (run in-process so the patch applies) must refuse it: exit 1, ✗ line, no file at the final path.
+    from mobile_distill import cli
     from mobile_distill.export import onnx as onnx_format
 
     real_convert = onnx_format.convert
 
     def convert_with_perturbed_weight(module, *args, **kwargs):
-        broken = __import__("copy").deepcopy(module)
+        broken = copy.deepcopy(module)
         with torch.no_grad():
             broken.net.head.weight.add_(0.5 * torch.randn_like(broken.net.head.weight))
         return real_convert(broken, *args, **kwargs)
 
     monkeypatch.setattr(onnx_format, "convert", convert_with_perturbed_weight)
     out = tmp_path / "bad"
-    report = export(trained["ckpt"], formats=["onnx"], out_dir=out, parity_samples=0, keep_failed=True)
-    row = report["rows"][0]
-    assert not report["passed"] and row["status"] == "failed"
-    assert any("cosine min" in f for f in row["failures"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", str(trained["ckpt"]), "--format", "onnx", "--out", str(out), "--parity-samples", "0",
+                  "--keep-failed", "--quiet"])
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    assert "✗ onnx float32: cosine min" in captured.out and "Error: parity gate failed for onnx float32" in captured.err
     assert not (out / "student_float32.onnx").exists()
     assert (out / "failed" / "student_float32.onnx").is_file()  # --keep-failed moved it aside
     assert json.loads((out / "model.json").read_text())["artifacts"] == []
+    assert json.loads((out / "export_report.json").read_text())["rows"][0]["status"] == "failed"
+
+
+def test_converter_exception_fails_only_its_row(trained, tmp_path, monkeypatch):
+    from mobile_distill.export import tflite
+
+    def broken_converter(*args, **kwargs):
+        raise RuntimeError("unsupported op aten::frobnicate\nlong converter traceback ...")
+
+    monkeypatch.setattr(tflite, "convert", broken_converter)
+    report = export(trained["ckpt"], formats=["tflite", "onnx"], precisions={"tflite": ["float32"]},
+                    out_dir=tmp_path / "mixed", parity_samples=0)
+    assert not report["passed"]
+    row = _row(report, "tflite", "float32")
+    assert row["failures"] == ["tflite float32 conversion failed: RuntimeError: unsupported op aten::frobnicate"]
+    assert _row(report, "onnx", "float32")["status"] == "passed"
+    assert sorted(p.name for p in (tmp_path / "mixed").iterdir()) == [
+        "export_report.json", "model.json", "student_float32.onnx"]
 
 
 def test_cli_gate_failure_exits_nonzero_with_a_cross_line(trained, tmp_path):

@@ -4,13 +4,18 @@
     report = export("runs/student/last.pt", formats=["all"])
 
 One module per format (``onnx``, ``tflite``, ``coreml``), a shared parity gate (``parity``), the
-model card and embedded metadata (``metadata``), the orchestration (``api``).
+model card and embedded metadata (``metadata``), the orchestration (``api``). Names are imported
+lazily so that ``mobile_distill.export.spec`` can be used without loading torch.
 """
 
-from .api import export
-from .formats import FORMATS
-from .metadata import read_metadata
-from .parity import ExportError, Thresholds
-from .report import format_report
+import importlib
 
-__all__ = ["export", "FORMATS", "read_metadata", "ExportError", "Thresholds", "format_report"]
+_EXPORTS = {"export": "api", "FORMATS": "formats", "read_metadata": "metadata", "ExportError": "parity",
+            "Thresholds": "parity", "format_report": "report"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -99,7 +99,7 @@ def export(
 
     out_dir = Path(out_dir) if out_dir else checkpoint.parent / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
-    card = build_card(ckpt, checkpoint)
+    card = build_card(ckpt, checkpoint, out_dir)
     rows: List[Dict] = []
     for fmt, module in modules.items():
         dtype = input_dtype if input_dtype in getattr(module, "INPUT_DTYPES", (input_dtype,)) else "float32"
@@ -117,6 +117,7 @@ def export(
         "checkpoint": str(checkpoint),
         "out_dir": str(out_dir),
         "dataset": dataset.name,
+        "data_spec": data or cfg.get("data", "emoji"),
         "parity_images": len(parity),
         "calibration_images": len(calib),
         "pytorch_recall@1": 100 * recall_at_1(reference, labels),

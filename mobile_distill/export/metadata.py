@@ -9,6 +9,7 @@ and parity is measured on the finished file).
 from __future__ import annotations
 
 import json
+import os
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -45,9 +46,14 @@ def _test_recall(ckpt: Dict[str, Any], checkpoint: Path) -> Dict[str, float]:
     return {k[len("test_"):]: v for k, v in last.items() if k.startswith("test_recall@")}
 
 
-def build_card(ckpt: Dict[str, Any], checkpoint: str | Path) -> Dict[str, Any]:
-    """What a consumer needs to know about the model, independent of format."""
+def build_card(ckpt: Dict[str, Any], checkpoint: str | Path, out_dir: Optional[str | Path] = None) -> Dict[str, Any]:
+    """What a consumer needs to know about the model, independent of format.
+
+    ``source_checkpoint.path`` is relative to ``out_dir`` (where model.json goes), so
+    ``mdistill bench`` finds the PyTorch model of an export folder that moved with its run.
+    """
     checkpoint = Path(checkpoint)
+    rel = os.path.relpath(checkpoint.resolve(), Path(out_dir).resolve()) if out_dir else checkpoint.name
     info = ckpt["model"]
     cfg = ckpt.get("config", {})
     return {
@@ -63,11 +69,11 @@ def build_card(ckpt: Dict[str, Any], checkpoint: str | Path) -> Dict[str, Any]:
         },
         "output": {"name": "embedding", "dtype": "float32", "l2_normalized": True,
                    "similarity": "cosine (= dot product)"},
-        "source_checkpoint": {"file": checkpoint.name, "sha256": file_digest(checkpoint),
+        "source_checkpoint": {"file": checkpoint.name, "path": rel, "sha256": file_digest(checkpoint),
                               "epoch": ckpt.get("epoch")},
         "teacher": ckpt.get("teacher"),
         "losses": ckpt.get("losses"),
-        "dataset": {"name": cfg.get("data"), **(ckpt.get("data") or {})},
+        "dataset": {**(ckpt.get("data") or {}), "spec": cfg.get("data")},
         "test_metrics": _test_recall(ckpt, checkpoint),
         "tools": tool_versions(),
     }

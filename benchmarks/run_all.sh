@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The headline benchmark in one command:   bash benchmarks/run_all.sh
+#
+#   1. the demo (emoji data, fine-tuned EfficientNet-Lite0 teacher, default MobileNet-0.25 student)
+#      unless runs/student/last.pt exists;
+#   2. the distillation table (resumable: rows already in benchmarks/results/distill_emoji.json
+#      are kept, so a fresh clone reuses the committed table; delete the JSON to recompute it,
+#      about 77 CPU minutes on 2 cores);
+#   3. export of the default student to every format (parity-gated; gate refusals are results);
+#   4. mdistill bench over the exports at 1 and 2 threads, with the Keras-native TFLite anchor
+#      built in its own environment (.venv-keras, tensorflow-cpu);
+#   5. benchmarks/RESULTS.md + benchmarks/results/results.json with the machine description.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+make setup
+if [ ! -x .venv-keras/bin/python ] || ! .venv-keras/bin/python -c "import tensorflow" 2>/dev/null; then
+    python3.11 -m venv .venv-keras
+    .venv-keras/bin/python -m pip install --quiet tensorflow-cpu==2.21.0 \
+        || echo "warning: TensorFlow could not be installed; the Keras anchor will be skipped"
+fi
+export MDISTILL_KERAS_PYTHON="$PWD/.venv-keras/bin/python"
+table_rows() { .venv/bin/python -c "import json,sys; print(len(json.load(open(sys.argv[1]))['runs']))" \
+    benchmarks/results/distill_emoji.json 2>/dev/null || echo 0; }
+if [ -f runs/student/last.pt ]; then demo="reused runs/ from an earlier make demo"
+else .venv/bin/mdistill demo --quiet; demo="ran make demo"; fi
+before=$(table_rows)
+.venv/bin/python benchmarks/distill_table.py --teacher runs/teacher/last.pt --runs-dir runs/table
+table="trained $(( $(table_rows) - before )) table runs, reused ${before} from benchmarks/results/distill_emoji.json"
+.venv/bin/mdistill export runs/student/last.pt --parity-samples 0 --out runs/student/export --quiet \
+    || echo "(export: some files were refused by the parity gate; see the table above)"
+.venv/bin/mdistill bench runs/student/export --threads 1,2 --warmup 20 --runs 300 --quiet
+.venv/bin/python benchmarks/write_results.py --export runs/student/export --wall-time-s $(( $(date +%s) - start )) \
+    --reused "demo: ${demo}; distillation table: ${table}; export and bench: ran"

@@ -1,0 +1,192 @@
+"""``bench(export_dir)``: size, latency, throughput, memory and Recall@K per exported file.
+
+Each file (and the PyTorch checkpoint it came from) is measured in its own subprocess
+(``worker.py``) on the same test images with pinned thread counts; Recall@K is computed here
+from that format's own embeddings with the same function as ``mdistill eval``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import MdistillError
+
+
+class BenchError(MdistillError):
+    """A benchmark that cannot start (no export folder, bad options, no device)."""
+
+
+def machine() -> Dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from ..export.metadata import tool_versions
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "tools": tool_versions()}
+
+
+def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[int] = (1,), warmup: int = 10,
+          runs: int = 100, checkpoint: Optional[str | Path] = None, min_recall: Optional[float] = None,
+          out_dir: Optional[str | Path] = None, anchor: str = "auto", adb: Optional[str] = None,
+          adb_serial: Optional[str] = None, log: Callable[[str], None] = lambda _: None) -> Dict:
+    """Benchmark every file of an ``mdistill export`` folder (see the module docstring).
+
+    Args:
+        export_dir: a folder with ``model.json`` (written by ``mdistill export``).
+        data: data set for Recall@K (default: the one recorded in model.json).
+        threads: thread counts to measure latency at (each pinned in its own run).
+        warmup, runs: single-image warm-up and timed runs.
+        checkpoint: the PyTorch checkpoint (default: the one model.json points to).
+        min_recall: fail rows whose Recall@1 (percent) is below this.
+        anchor: ``auto`` (Keras-native TFLite anchor when TensorFlow is available), ``off``.
+        adb: run on a phone: the ``adb`` executable to use (``"adb"`` = from PATH).
+
+    Returns:
+        the report written to ``bench.json``; ``passed`` is False if any row failed.
+    """
+    from ..data import create_dataset
+    from ..evaluate import retrieval_metrics
+    from ..export.prepare import load_images
+    from .report import write_outputs
+
+    export_dir = Path(export_dir)
+    card_path = export_dir / "model.json"
+    if not card_path.is_file():
+        raise BenchError(f"no model.json in {export_dir}: run `mdistill export CHECKPOINT --out {export_dir}` first")
+    if warmup < 0 or runs < 1 or not threads or min(threads) < 1:
+        raise BenchError("--warmup must be >= 0, --runs >= 1 and every --threads value >= 1")
+    card = json.loads(card_path.read_text())
+    model = card["model"]
+    if adb:  # fail fast (no adb, no device, no app) before minutes of host measurements
+        from .adb import Adb, check_device
+
+        check_device(Adb(adb, adb_serial))
+    out_dir = Path(out_dir) if out_dir else export_dir / "bench"
+    (out_dir / "embeddings").mkdir(parents=True, exist_ok=True)
+    dataset = create_dataset(data or model["dataset"].get("spec") or model["dataset"]["name"], progress=False)
+    size = int(model["image_size"])
+    log(f"loading {len(dataset.test)} {dataset.name} test images at {size} px")
+    images = load_images(dataset.test, size, dataset.name)
+    labels = np.array([y for _, y in dataset.test])
+    image_file = out_dir / ".images.npy"
+    np.save(image_file, images)
+
+    source = model["source_checkpoint"]
+    ckpt = Path(checkpoint) if checkpoint else export_dir / source.get("path", f"../{source['file']}")
+    targets = _targets(export_dir, card, ckpt)
+    rows: List[Dict] = []
+    try:
+        for target in targets:
+            log(f"measuring {target['format']} {target['precision']}")
+            rows.append(_measure(target, image_file, out_dir, threads, warmup, runs))
+        if anchor != "off":
+            from .anchor import add_ratios, anchor_rows
+
+            ours = next((t for t in targets if t["format"] == "tflite" and t["precision"] == "float32"), None)
+            rows += anchor_rows(model, out_dir, image_file, threads, warmup, runs, ours=ours,
+                                required=anchor == "on", log=log)
+            add_ratios(rows)
+        if adb:
+            from .adb import device_row
+
+            rows.append(device_row(adb, adb_serial, export_dir, card, images, out_dir, warmup, runs,
+                                   threads=threads[0], log=log))
+    finally:
+        image_file.unlink(missing_ok=True)
+
+    import torch
+
+    for row in rows:
+        emb_file = row.pop("_embeddings", None)
+        if emb_file is not None:
+            metrics = retrieval_metrics(torch.from_numpy(np.load(emb_file)), torch.from_numpy(labels),
+                                        ks=dataset.recall_ks, map_at_r=False)
+            row["recall"] = {k: 100 * v for k, v in metrics.items() if k.startswith("recall@")}
+            row["embeddings"] = str(Path(emb_file).relative_to(out_dir))
+        if row["status"] == "ok" and min_recall is not None and row.get("recall", {}).get("recall@1", 1e9) < min_recall:
+            row["status"] = "failed"
+            row["error"] = f"Recall@1 {row['recall']['recall@1']:.2f} < --min-recall {min_recall}"
+    report = {
+        "export_dir": str(export_dir), "dataset": dataset.name, "test_images": len(images), "image_size": size,
+        "architecture": model["architecture"], "threads": list(threads), "warmup": warmup, "runs": runs,
+        "complexity": _complexity(ckpt, size), "machine": machine(), "rows": rows,
+        "passed": all(r["status"] != "failed" for r in rows), "min_recall": min_recall,
+    }
+    write_outputs(report, out_dir)
+    return report
+
+
+def _targets(export_dir: Path, card: Dict, ckpt: Path) -> List[Dict]:
+    model = card["model"]
+    targets = []
+    spec = {"image_size": int(model["image_size"]), "layout": "nchw", "dtype": "float32"}
+    if ckpt.is_file():
+        targets.append({"format": "pytorch", "precision": "float32", "runtime": "pytorch", "file": str(ckpt),
+                        "spec": spec, "size_bytes": ckpt.stat().st_size})
+    for a in card["artifacts"]:
+        inp = a["input"]
+        targets.append({
+            "format": a["format"], "precision": a["precision"], "runtime": a["format"],
+            "file": str(export_dir / a["file"]), "size_bytes": a.get("size_bytes"),
+            "spec": {"image_size": int(model["image_size"]), "layout": inp["layout"].lower(), "dtype": inp["dtype"]},
+            "parity": a.get("parity") or {},
+        })
+    return targets
+
+
+def _measure(target: Dict, image_file: Path, out_dir: Path, threads, warmup: int, runs: int) -> Dict:
+    from .runners import CoremlRunner
+
+    row = {k: target[k] for k in ("format", "precision", "runtime", "size_bytes")}
+    row.update(file=Path(target["file"]).name, parity=target.get("parity", {}), status="ok")
+    if target["runtime"] == "coreml" and not CoremlRunner.available():
+        row.update(status="skipped", error="CoreML prediction needs macOS; not measured on this machine")
+        return row
+    if not Path(target["file"]).exists():
+        row.update(status="failed", error=f"file missing: {target['file']}")
+        return row
+    tag = f"{target['format']}_{target['precision']}"
+    emb_file = out_dir / "embeddings" / f"{tag}.npy"
+    with tempfile.TemporaryDirectory() as tmp:
+        job = {**target, "images": str(image_file), "threads": list(threads), "warmup": warmup, "runs": runs,
+               "embeddings_out": str(emb_file), "result_out": str(Path(tmp) / "result.json")}
+        (Path(tmp) / "job.json").write_text(json.dumps(job))
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(threads))}
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "mobile_distill.bench.worker", str(Path(tmp) / "job.json")],
+                              capture_output=True, text=True, env=env)
+        result_path = Path(tmp) / "result.json"
+        result = json.loads(result_path.read_text()) if result_path.is_file() else {
+            "ok": False, "error": f"worker exited {proc.returncode}: {proc.stderr.strip()[-300:]}"}
+    row["wall_s"] = round(time.perf_counter() - start, 1)
+    if not result.pop("ok"):
+        row.update(status="failed", error=result["error"])
+        return row
+    row.update(result)
+    row["_embeddings"] = emb_file
+    return row
+
+
+def _complexity(ckpt: Path, size: int) -> Optional[Dict]:
+    if not ckpt.is_file():
+        return None
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..models.complexity import complexity
+
+    return complexity(model_from_checkpoint(load_checkpoint(ckpt), str(ckpt)), size)

@@ -1,0 +1,108 @@
+"""Bench outputs: the console table (✓/✗ like ``yolo benchmark``), bench.json, bench.md and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List
+
+from ..utils.io import atomic_path, write_json_atomic, write_text_atomic
+
+MARK = {"ok": "✓", "failed": "✗", "skipped": "-"}
+
+
+def _cells(row: Dict, threads: List[int]) -> List[str]:
+    rec = row.get("recall", {})
+    cells = [row["format"], row["precision"], MARK[row["status"]],
+             f"{row['size_bytes'] / 1e6:.2f}" if row.get("size_bytes") else "-",
+             f"{rec['recall@1']:.2f}" if "recall@1" in rec else "-"]
+    for t in threads:
+        lat = row.get("threads", {}).get(str(t))
+        cells.append(f"{lat['median_ms']:.2f} / {lat['p90_ms']:.2f}" if lat else "-")
+    best = max((v["throughput"]["images_per_s"] for v in row.get("threads", {}).values()), default=None)
+    cells.append(f"{best:.0f}" if best else "-")
+    cells.append(f"{row['peak_rss_mb']:.0f}" if row.get("peak_rss_mb") else "-")
+    cells.append(f"{row['anchor_ratio']:.2f}x" if row.get("anchor_ratio") else "")
+    return cells
+
+
+def _header(threads: List[int]) -> List[str]:
+    return (["format", "precision", "status", "size MB", "R@1"] + [f"ms {t}T med/p90" for t in threads]
+            + ["img/s", "peak MB", "vs Keras"])
+
+
+def format_table(report: Dict) -> str:
+    threads = report["threads"]
+    header = _header(threads)
+    body = [_cells(r, threads) for r in report["rows"]]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    line = lambda c: "  ".join(x.ljust(w) if i < 3 else x.rjust(w) for i, (x, w) in enumerate(zip(c, widths)))  # noqa: E731
+    cx = report.get("complexity") or {}
+    title = (f"{report['architecture']} @ {report['image_size']} px"
+             + (f", {cx['params'] / 1e6:.2f} M params, {cx['gflops']:.3f} GFLOPs" if cx else "")
+             + f"; Recall@1 on {report['test_images']} {report['dataset']} test images; "
+             + f"{report['machine']['cpu']}")
+    out = [title, line(header), line(["-" * w for w in widths])] + [line(b) for b in body]
+    out += [f"{MARK[r['status']]} {r['format']} {r['precision']}: {r['error']}"
+            for r in report["rows"] if r.get("error")]
+    out += [f"  {r['format']} {r['precision']}: {r['note']}" for r in report["rows"] if r.get("note")]
+    return "\n".join(out)
+
+
+def format_markdown(report: Dict) -> str:
+    threads = report["threads"]
+    header = _header(threads)
+    rows = [_cells(r, threads) for r in report["rows"]]
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(c or " " for c in r) + " |" for r in rows]
+    notes = [f"- {r['format']} {r['precision']}: {r.get('error') or r.get('note')}" for r in report["rows"]
+             if r.get("error") or r.get("note")]
+    m = report["machine"]
+    return "\n".join([f"# Benchmark: {report['architecture']} ({report['dataset']}, {report['image_size']} px)", "",
+                      f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}", "",
+                      *md, "", *notes, ""])
+
+
+def write_plots(report: Dict, out_dir: Path) -> List[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Every row with figures, including those --min-recall marked failed: the plot shows why.
+    measured = [r for r in report["rows"] if r.get("recall") and r.get("threads")]
+    t = str(report["threads"][0])
+    written = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in measured:
+        ax.scatter(r["threads"][t]["median_ms"], r["recall"]["recall@1"], label=f"{r['format']} {r['precision']}")
+    ax.set_xlabel(f"median latency, ms (batch 1, {t} thread(s))")
+    ax.set_ylabel("Recall@1 (%)")
+    if measured:
+        ax.legend(fontsize=7)
+    ax.set_title(f"{report['architecture']}: latency vs Recall@1")
+    written.append(_save(fig, out_dir / "latency_vs_recall.png"))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in measured:
+        ks = sorted(int(k.split("@")[1]) for k in r["recall"])
+        ax.plot(ks, [r["recall"][f"recall@{k}"] for k in ks], marker="o", label=f"{r['format']} {r['precision']}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("K")
+    ax.set_ylabel("Recall@K (%)")
+    if measured:
+        ax.legend(fontsize=7)
+    ax.set_title(f"{report['architecture']}: Recall@K per format")
+    written.append(_save(fig, out_dir / "recall_at_k.png"))
+    plt.close("all")
+    return written
+
+
+def _save(fig, path: Path) -> str:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return path.name
+
+
+def write_outputs(report: Dict, out_dir: Path) -> None:
+    report["plots"] = write_plots(report, out_dir)
+    write_json_atomic(out_dir / "bench.json", report)
+    write_text_atomic(out_dir / "bench.md", format_markdown(report))

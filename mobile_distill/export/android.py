@@ -1,0 +1,151 @@
+"""Assets for the Android demo (``mdistill export ... --android DIR --gallery DATA``), and the
+host-side twin of the app's preprocessing so that phone and host compute the same bytes.
+
+The preprocessing rule is the one in ``android_demo/core/.../Preprocess.kt``: centre-crop the
+largest square, box-average it to the model size with integer arithmetic (mean rounded half up),
+then RGB / 255 as float32 (or raw uint8) in the model's layout. The gallery embeddings are
+computed with the exported .tflite on exactly those bytes, so the phone and the host agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..utils.io import atomic_path, write_json_atomic
+from .parity import ExportError
+from .spec import InputSpec
+
+PREPROCESS_RULE = ("centre square crop, box average to the model size (integer mean, half up), RGB / 255 "
+                   "float32 or raw uint8 in the model's layout (android_demo/core/.../Preprocess.kt)")
+
+
+def box_resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8, bit-identical to ``Preprocess.resize`` in Kotlin."""
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    crop = rgb[y0:y0 + side, x0:x0 + side].astype(np.int64)
+    # 2-D prefix sums: any box sum in four lookups, exact in int64.
+    s = np.zeros((side + 1, side + 1, 3), dtype=np.int64)
+    s[1:, 1:] = crop.cumsum(0).cumsum(1)
+    lo = np.arange(size) * side // size
+    hi = np.maximum((np.arange(size) + 1) * side // size, lo + 1)
+    ys0, ys1 = lo[:, None], hi[:, None]
+    xs0, xs1 = lo[None, :], hi[None, :]
+    total = s[ys1, xs1] - s[ys0, xs1] - s[ys1, xs0] + s[ys0, xs0]  # (size, size, 3)
+    n = ((ys1 - ys0) * (xs1 - xs0))[..., None]
+    return ((2 * total + n) // (2 * n)).astype(np.uint8)
+
+
+def to_input(rgb: np.ndarray, spec: InputSpec) -> bytes:
+    """(size, size, 3) uint8 -> the little-endian input bytes ``Preprocess.toInput`` writes."""
+    x = spec.feed(rgb[None])[0]
+    return x.astype("<f4").tobytes() if spec.dtype == "float32" else x.astype(np.uint8).tobytes()
+
+
+def load_rgb(path: str | Path, dataset: str = "") -> np.ndarray:
+    from ..data.base import load_image
+
+    return np.asarray(load_image(path, dataset), dtype=np.uint8)
+
+
+def gallery_samples(spec: str) -> Tuple[List[Tuple[str, str]], str]:
+    """``(path, label)`` pairs: a folder of images (label = sub-folder name, else file stem) or a
+    data set spec (its test split, labels = class names)."""
+    from ..data import create_dataset
+    from ..data.folder import list_images
+
+    path = Path(spec)
+    if path.is_dir():
+        files = [Path(f) for f in list_images(path)]
+        return [(str(f), f.parent.name if f.parent != path else f.stem) for f in files], path.name
+    data = create_dataset(spec, progress=False)
+    return [(p, data.class_names.get(y, str(y))) for p, y in data.test], data.name
+
+
+def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision: str = "float32",
+                         limit: Optional[int] = None) -> Dict:
+    """Copy the TFLite file + model card into ``assets`` and build the gallery with that file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    card = json.loads((export_dir / "model.json").read_text())
+    artifact = next((a for a in card["artifacts"] if a["format"] == "tflite" and a["precision"] == precision), None)
+    if artifact is None:
+        raise ExportError(f"no {precision} TFLite file passed the export in {export_dir}; "
+                          "the Android assets need one (--format tflite)")
+    samples, source = gallery_samples(gallery)
+    samples = samples[:limit] if limit else samples
+    assets.mkdir(parents=True, exist_ok=True)
+    thumbs = assets / "gallery"
+    if thumbs.exists():
+        shutil.rmtree(thumbs)
+    thumbs.mkdir()
+    spec = InputSpec(int(card["model"]["image_size"]), artifact["input"]["layout"].lower(), artifact["input"]["dtype"])
+    interp = Interpreter(model_path=str(export_dir / artifact["file"]), num_threads=1)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    items, rows = [], []
+    from PIL import Image
+
+    for i, (path, label) in enumerate(samples):
+        small = box_resize(load_rgb(path, source), spec.image_size)
+        name = f"{i:05d}.png"
+        Image.fromarray(small).save(thumbs / name)
+        x = np.frombuffer(to_input(small, spec), dtype="<f4" if spec.dtype == "float32" else np.uint8)
+        interp.set_tensor(inp["index"], x.reshape(spec.shape()))
+        interp.invoke()
+        rows.append(interp.get_tensor(out["index"])[0].astype("<f4"))
+        items.append({"name": Path(path).stem, "label": label, "image": f"gallery/{name}"})
+    shutil.copyfile(export_dir / artifact["file"], assets / artifact["file"])
+    with atomic_path(assets / "gallery_embeddings.f32") as tmp:
+        np.stack(rows).astype("<f4").tofile(tmp)
+    write_json_atomic(assets / "gallery.json", {"count": len(items), "dim": int(rows[0].shape[0]),
+                                                "source": source, "items": items})
+    write_json_atomic(assets / "model.json", {"model": card["model"], "artifact": artifact,
+                                              "preprocess": PREPROCESS_RULE})
+    return {"assets": str(assets), "model": artifact["file"], "gallery_images": len(items)}
+
+
+def write_golden(out: Path, image_paths: Sequence[str], specs: Sequence[InputSpec], dataset: str = "",
+                 swap_rb: bool = False, seed: int = 0) -> None:
+    """Fixtures the Kotlin golden tests must reproduce: real images as ARGB, the exact input bytes
+    per spec, and a retrieval case with its expected top-k (float64, index order, like Retrieval.kt).
+
+    ``swap_rb`` writes BGR expectations: the harness's own check that a mismatch is caught.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for i, path in enumerate(image_paths):
+        rgb = load_rgb(path, dataset)
+        h, w = rgb.shape[:2]
+        argb = (0xFF << 24) | (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+        argb.astype("<u4").tofile(out / f"image{i}.argb")
+        for j, spec in enumerate(specs):
+            small = box_resize(rgb, spec.image_size)
+            (out / f"image{i}_spec{j}.bin").write_bytes(to_input(small[..., ::-1] if swap_rb else small, spec))
+        cases.append({"argb": f"image{i}.argb", "width": w, "height": h})
+    rng = np.random.default_rng(seed)
+    query = rng.normal(size=16).astype("<f4")
+    gallery = rng.normal(size=(40, 16)).astype("<f4")
+    gallery[7] = gallery[3]  # an exact tie: the lower index must come first
+    scores = []
+    for g in gallery:
+        dot = qs = gs = 0.0
+        for a, b in zip(query.tolist(), g.tolist()):
+            dot += a * b
+            qs += a * a
+            gs += b * b
+        scores.append(dot / (max(math.sqrt(qs), 1e-12) * max(math.sqrt(gs), 1e-12)))
+    order = sorted(range(len(gallery)), key=lambda k: (-scores[k], k))[:10]
+    query.tofile(out / "query.f32")
+    gallery.tofile(out / "gallery.f32")
+    json.dump({"images": cases,
+               "specs": [{"size": s.image_size, "layout": s.layout.upper(), "dtype": s.dtype.upper()} for s in specs],
+               "retrieval": {"dim": 16, "count": 40, "k": 10, "top": order, "scores": [scores[k] for k in order]}},
+              open(out / "golden.json", "w"), indent=1)

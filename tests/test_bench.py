@@ -1,0 +1,141 @@
+"""``mdistill bench`` on real exports of a briefly trained student: the JSON schema, Recall@K that
+equals ``mdistill eval`` on the same embeddings, ``--min-recall``, and the ``--adb`` protocol
+end to end against a stand-in device (tests/fake_adb.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli, train_tiny_student
+
+pytest.importorskip("litert_torch", reason="export extras not installed: pip install -e '.[export]'")
+
+from mobile_distill.bench import BenchError, bench  # noqa: E402
+
+FAST = dict(threads=[1], warmup=2, runs=5)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from mobile_distill.export import export
+
+    root = tmp_path_factory.mktemp("bench")
+    ckpt = train_tiny_student(root)
+    out = root / "export"
+    report = export(ckpt, formats=["onnx", "tflite", "coreml"], out_dir=out, parity_samples=0, calib_samples=8,
+                    precisions={"tflite": ["float32", "float16"], "coreml": ["float32"]})
+    assert report["passed"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def benched(exported):
+    return bench(exported, anchor="off", **FAST)
+
+
+def _row(report, fmt, precision="float32"):
+    return next(r for r in report["rows"] if r["format"] == fmt and r["precision"] == precision)
+
+
+def test_bench_json_schema_and_outputs(benched, exported):
+    out = exported / "bench"
+    on_disk = json.loads((out / "bench.json").read_text())
+    assert on_disk["rows"] == benched["rows"] and on_disk["passed"]
+    assert {"machine", "complexity", "threads", "test_images", "dataset", "architecture"} <= set(on_disk)
+    assert on_disk["test_images"] == 32 and on_disk["complexity"]["params"] > 1e6
+    assert [(r["format"], r["precision"]) for r in on_disk["rows"]] == [
+        ("pytorch", "float32"), ("onnx", "float32"), ("tflite", "float32"), ("tflite", "float16"),
+        ("coreml", "float32")]
+    for row in on_disk["rows"][:4]:
+        assert row["status"] == "ok", row
+        lat = row["threads"]["1"]
+        assert 0 < lat["median_ms"] <= lat["p90_ms"] and lat["throughput"]["images_per_s"] > 0
+        assert row["size_bytes"] > 0 and 10 < row["peak_rss_mb"] < 4000
+        assert set(row["recall"]) == {"recall@1", "recall@2", "recall@4", "recall@8"}
+        assert (out / row["embeddings"]).is_file()
+    assert _row(on_disk, "tflite")["threads"]["1"]["throughput"]["batch_size"] == 1  # fixed-batch file
+    assert _row(on_disk, "onnx")["parity"]["cosine_min"] > 0.9999  # carried over from the export report
+    coreml = _row(on_disk, "coreml")
+    assert coreml["status"] == "skipped" and "macOS" in coreml["error"]
+    assert "| format | precision | status |" in (out / "bench.md").read_text()
+    for png in on_disk["plots"]:
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recall_equals_mdistill_eval_on_the_same_embeddings(benched, exported):
+    out = exported / "bench"
+    data = json.loads((exported / "model.json").read_text())["model"]["dataset"]["spec"]
+    for fmt, precision in [("pytorch", "float32"), ("onnx", "float32"), ("tflite", "float16")]:
+        row = _row(benched, fmt, precision)
+        metrics_file = out / f"eval_{fmt}_{precision}.json"
+        run_cli("eval", "--embeddings", out / row["embeddings"], "--data", data, "--json", metrics_file)
+        metrics = json.loads(metrics_file.read_text())
+        for k in ("recall@1", "recall@2", "recall@4", "recall@8"):
+            assert row["recall"][k] == pytest.approx(100 * metrics[k], abs=1e-9)
+    assert _row(benched, "pytorch")["recall"]["recall@1"] > 50  # a model worth measuring
+
+
+def test_min_recall_fails_the_command(exported, tmp_path):
+    proc = run_cli("bench", exported, "--min-recall", "101", "--anchor", "off", "--warmup", "1", "--runs", "2",
+                   "--out", tmp_path / "b", "--quiet", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "✗ onnx float32: Recall@1" in proc.stdout and "< --min-recall 101" in proc.stdout
+    assert proc.stderr.startswith("Error: benchmark failed for pytorch float32, onnx float32")
+    assert (tmp_path / "b" / "bench.json").is_file()
+
+
+def test_missing_export_folder_and_required_anchor_are_clear_errors(tmp_path, exported):
+    proc = run_cli("bench", tmp_path, check=False)
+    assert proc.returncode == 1 and "no model.json in" in proc.stderr and "mdistill export" in proc.stderr
+    with pytest.raises(BenchError, match="no Keras counterpart of resnet18"):
+        bench(exported, anchor="on", out_dir=tmp_path / "a", **FAST)
+
+
+def _fake_adb_on_path(tmp_path, monkeypatch, **env):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    adb = bin_dir / "adb"
+    adb.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).with_name('fake_adb.py')} \"$@\"\n")
+    adb.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ADB_ROOT", str(tmp_path / "device"))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return tmp_path / "device"
+
+
+def test_adb_protocol_end_to_end_with_stand_in_device(exported, benched, tmp_path, monkeypatch):
+    device = _fake_adb_on_path(tmp_path, monkeypatch)
+    report = bench(exported, anchor="off", adb="adb", out_dir=tmp_path / "b", **FAST)
+    row = report["rows"][-1]
+    assert row["format"] == "tflite@FakePhone" and row["status"] == "ok" and row["device"]["model"] == "FakePhone"
+    assert row["threads"]["1"]["median_ms"] > 0
+    # the device ran the same .tflite on the same images: the same retrieval as the host's interpreter
+    assert row["recall"] == _row(benched, "tflite")["recall"]
+    calls = (device / "calls.log").read_text()
+    assert "push" in calls and "model.tflite" in calls and "mdistill.mode benchmark" in calls
+    assert not (device / "fs" / "sdcard" / "Android" / "data" / "com.mobile_distill.demo" / "files" / "bench").exists()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"FAKE_ADB_STATE": "offline"}, "no Android device ready (error: no devices/emulators found)"),
+    ({"FAKE_ADB_NO_APP": "1"}, "the demo app com.mobile_distill.demo is not installed"),
+])
+def test_adb_errors_are_clear_and_early(exported, tmp_path, monkeypatch, env, message):
+    device = _fake_adb_on_path(tmp_path, monkeypatch, **env)
+    with pytest.raises(BenchError) as err:
+        bench(exported, anchor="off", adb="adb", out_dir=tmp_path / "b", **FAST)
+    assert message in str(err.value)
+    assert "push" not in (device / "calls.log").read_text()  # failed before pushing anything
+
+
+def test_adb_missing_is_a_clear_cli_error(exported, tmp_path):
+    empty = tmp_path / "empty_bin"
+    empty.mkdir()
+    proc = run_cli("bench", exported, "--adb", "--anchor", "off", check=False, env={"PATH": str(empty)})
+    assert proc.returncode == 1 and "adb not found" in proc.stderr and "Traceback" not in proc.stderr
