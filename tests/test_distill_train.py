@@ -117,7 +117,7 @@ def test_cross_quality(shapes, teacher, tmp_path):
 
 
 def test_student_kill_and_resume_is_bit_identical(shapes, teacher, tmp_path):
-    extra = {"epochs": 5, "batches-per-epoch": 6, "image-size": 48}
+    extra = {"epochs": 5, "batches-per-epoch": 16, "image-size": 48}
     run_cli("train", *_student(shapes, tmp_path / "a", teacher, "absolute:1:center=true", "hint:0.5", **extra))
     last = tmp_path / "b" / "student" / "last.pt"
     run_killed_then_resumed(_student(shapes, tmp_path / "b", teacher, "absolute:1:center=true", "hint:0.5", **extra),

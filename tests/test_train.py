@@ -69,7 +69,8 @@ def test_same_seed_same_numbers_and_new_run_dir(shapes_dir, tmp_path):
 
 def test_kill_and_resume_is_bit_identical(shapes_dir, tmp_path):
     """SIGKILL a real training process mid-run, resume it, compare with an uninterrupted run."""
-    extra = {"epochs": 6, "batches-per-epoch": 6, "image-size": 48, "eval-every": 2}
+    # Epochs long enough (24 batches) that the kill lands inside one, even on a fast idle machine.
+    extra = {"epochs": 6, "batches-per-epoch": 24, "image-size": 48, "eval-every": 2}
     run_cli("train", *tiny_train_args(shapes_dir, tmp_path / "runs", name="straight", **extra))
 
     last = tmp_path / "runs" / "killed" / "last.pt"

@@ -23,6 +23,7 @@ import java.io.File
 class MainActivity : Activity() {
     private var assets: Assets? = null
     private var embedder: Embedder? = null
+    private var threads = THREADS
     private lateinit var status: TextView
     private lateinit var results: LinearLayout
     private lateinit var query: ImageView
@@ -46,8 +47,9 @@ class MainActivity : Activity() {
         try {
             val a = Assets(this)
             assets = a
-            embedder = LiteRtEmbedder(a.model(), THREADS)
-            status.text = "${a.card.architecture}, ${a.gallery.items.size} gallery images"
+            threads = intent.getIntExtra(BenchmarkMode.EXTRA_THREADS, THREADS)  // adb shell am start --ei mdistill.threads N
+            embedder = LiteRtEmbedder(a.model(), threads)
+            status.text = "${a.card.architecture}, ${a.gallery.items.size} gallery images, $threads thread(s)"
         } catch (e: Exception) {
             status.setText(R.string.no_assets)
         }
@@ -79,7 +81,7 @@ class MainActivity : Activity() {
             val ms = (System.nanoTime() - start) / 1e6
             val hits = a.gallery.search(embedding, TOP_K)
             runOnUiThread {
-                status.text = String.format("%.1f ms (preprocess + inference, %d thread(s))", ms, THREADS)
+                status.text = String.format("%.1f ms (preprocess + inference, %d thread(s))", ms, threads)
                 results.removeAllViews()
                 for ((item, hit) in hits) {
                     val row = LinearLayout(this)
