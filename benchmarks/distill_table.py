@@ -216,6 +216,10 @@ def main():
         state.update(teacher={k: v for k, v in teacher_results.items() if not k.startswith("cross/")},
                      wall_time_s=round(time.perf_counter() - start, 1))
         write_json_atomic(out, state)
+    if not todo and "table" in state:  # nothing new: keep the recorded table (and its teacher path) as is
+        print(markdown(state["table"], state["teacher"], state["meta"]))
+        print(f"all rows already in {out}; nothing to run")
+        return
     from mobile_distill.models.complexity import count_parameters
     from mobile_distill.checkpoint import model_from_checkpoint
 

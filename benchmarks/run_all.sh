@@ -5,7 +5,7 @@
 #      unless runs/student/last.pt exists;
 #   2. the distillation table (resumable: rows already in benchmarks/results/distill_emoji.json
 #      are kept, so a fresh clone reuses the committed table; delete the JSON to recompute it,
-#      about 77 CPU minutes on 2 cores);
+#      about 86 CPU minutes on 2 cores);
 #   3. export of the default student to every format (parity-gated; gate refusals are results);
 #   4. mdistill bench over the exports at 1 and 2 threads, with the Keras-native TFLite anchor
 #      built in its own environment (.venv-keras, tensorflow-cpu);
@@ -25,7 +25,7 @@ table_rows() { .venv/bin/python -c "import json,sys; print(len(json.load(open(sy
 if [ -f runs/student/last.pt ]; then demo="reused runs/ from an earlier make demo"
 else .venv/bin/mdistill demo --quiet; demo="ran make demo"; fi
 before=$(table_rows)
-.venv/bin/python benchmarks/distill_table.py --teacher runs/teacher/last.pt --runs-dir runs/table
+.venv/bin/python benchmarks/distill_table.py --teacher runs/teacher/last.pt --all-losses-lite0 --runs-dir runs/table
 table="trained $(( $(table_rows) - before )) table runs, reused ${before} from benchmarks/results/distill_emoji.json"
 .venv/bin/mdistill export runs/student/last.pt --parity-samples 0 --out runs/student/export --quiet \
     || echo "(export: some files were refused by the parity gate; see the table above)"
