@@ -47,6 +47,8 @@ DISTILL = {
     "absolute+relative": ["absolute:1:center=true", "relative:1:normalize=true"],
 }
 CACHED = dict(teacher_view="clean", teacher_cache=True)
+# Feature-map losses need the live teacher (the cache holds embeddings only): same augmented batch.
+FEATURE = {"hint": ["hint:1"], "attention": ["attention:1"]}
 
 
 def rows(seeds, quick: bool, single_losses_lite0: bool = False):
@@ -72,6 +74,7 @@ def rows(seeds, quick: bool, single_losses_lite0: bool = False):
         ("triplet only", "resnet18", seeds[0], {}),
         ("triplet + absolute+relative", "resnet18", seeds[0], {"distill": combo, **CACHED}),
     ]
+    out += [(f"triplet + {name} (live teacher)", student, seeds[0], {"distill": specs}) for name, specs in FEATURE.items()]
     if not single_losses_lite0:
         return [r for r in out if not quick or r[1] == "mobilenet_v1_025"]
     for name, specs in DISTILL.items():  # last: the most expensive rows for the CPU budget

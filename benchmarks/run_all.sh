@@ -5,7 +5,7 @@
 #      unless runs/student/last.pt exists;
 #   2. the distillation table (resumable: rows already in benchmarks/results/distill_emoji.json
 #      are kept, so a fresh clone reuses the committed table; delete the JSON to recompute it,
-#      about 86 CPU minutes on 2 cores);
+#      about 99 CPU minutes on 2 cores);
 #   3. export of the default student to every format (parity-gated; gate refusals are results);
 #   4. mdistill bench over the exports at 1 and 2 threads, with the Keras-native TFLite anchor
 #      built in its own environment (.venv-keras, tensorflow-cpu);
