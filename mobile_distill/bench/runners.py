@@ -62,7 +62,11 @@ class TfliteRunner:
 
         self.interp = Interpreter(model_path=str(path), num_threads=threads)
         self.interp.allocate_tensors()
-        self.inp = self.interp.get_input_details()[0]["index"]
+        inp = self.interp.get_input_details()[0]
+        if tuple(inp["shape"]) != tuple(spec.shape()) or inp["dtype"] != np.dtype(spec.dtype):
+            raise ValueError(f"the file's input is {np.dtype(inp['dtype']).name}{list(inp['shape'])}, "
+                             f"expected {spec.dtype}{spec.shape()}")
+        self.inp = inp["index"]
         self.out = self.interp.get_output_details()[0]["index"]
         self.spec = spec
 
@@ -83,9 +87,9 @@ class CoremlRunner:
 
     @staticmethod
     def available() -> bool:
-        import sys
+        from ..export.coreml import can_run
 
-        return sys.platform == "darwin"
+        return can_run()
 
     def __init__(self, path: Path, spec: InputSpec, threads: int):
         import coremltools as ct

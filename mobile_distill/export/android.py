@@ -72,7 +72,7 @@ def gallery_samples(spec: str) -> Tuple[List[Tuple[str, str]], str]:
 def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision: str = "float32",
                          limit: Optional[int] = None) -> Dict:
     """Copy the TFLite file + model card into ``assets`` and build the gallery with that file."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ..bench.runners import TfliteRunner
 
     card = json.loads((export_dir / "model.json").read_text())
     artifact = next((a for a in card["artifacts"] if a["format"] == "tflite" and a["precision"] == precision), None)
@@ -87,9 +87,7 @@ def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision
         shutil.rmtree(thumbs)
     thumbs.mkdir()
     spec = InputSpec(int(card["model"]["image_size"]), artifact["input"]["layout"].lower(), artifact["input"]["dtype"])
-    interp = Interpreter(model_path=str(export_dir / artifact["file"]), num_threads=1)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    runner = TfliteRunner(export_dir / artifact["file"], spec, threads=1)
     items, rows = [], []
     from PIL import Image
 
@@ -97,10 +95,7 @@ def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision
         small = box_resize(load_rgb(path, source), spec.image_size)
         name = f"{i:05d}.png"
         Image.fromarray(small).save(thumbs / name)
-        x = np.frombuffer(to_input(small, spec), dtype="<f4" if spec.dtype == "float32" else np.uint8)
-        interp.set_tensor(inp["index"], x.reshape(spec.shape()))
-        interp.invoke()
-        rows.append(interp.get_tensor(out["index"])[0].astype("<f4"))
+        rows.append(runner(small[None])[0].astype("<f4"))  # the same bytes as to_input(small, spec)
         items.append({"name": Path(path).stem, "label": label, "image": f"gallery/{name}"})
     shutil.copyfile(export_dir / artifact["file"], assets / artifact["file"])
     with atomic_path(assets / "gallery_embeddings.f32") as tmp:

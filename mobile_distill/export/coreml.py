@@ -64,11 +64,9 @@ def convert(module, spec, precision: str, path: Path, metadata: str, calib=None)
 def run(path: Path, spec, images: np.ndarray) -> Optional[np.ndarray]:
     if not can_run():
         return None
-    import coremltools as ct
+    from ..bench.runners import CoremlRunner
 
-    model = ct.models.MLModel(str(path))
-    x = spec.feed(images)
-    return np.stack([model.predict({"image": x[i:i + 1]})["embedding"][0] for i in range(len(x))]).astype(np.float32)
+    return CoremlRunner(path, spec, threads=1)(images).astype(np.float32)
 
 
 def read_metadata(path: Path) -> Optional[str]:

@@ -49,15 +49,10 @@ def convert(module, spec, precision: str, path: Path, metadata: str, calib=None)
 
 
 def run(path: Path, spec, images: np.ndarray, batch_size: int = 64) -> Optional[np.ndarray]:
-    import onnxruntime as ort
+    from ..bench.runners import OnnxRunner
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    x = spec.feed(images)
-    return np.concatenate([session.run(None, {name: x[i:i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
+    runner = OnnxRunner(path, spec, threads=0)  # 0: ONNX Runtime picks the thread count
+    return np.concatenate([runner(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
 def read_metadata(path: Path) -> Optional[str]:

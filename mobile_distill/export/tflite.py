@@ -159,18 +159,6 @@ def op_histogram(model: bytes) -> Dict[str, int]:
 
 
 def run(path: Path, spec, images: np.ndarray) -> Optional[np.ndarray]:
-    from ai_edge_litert.interpreter import Interpreter
+    from ..bench.runners import TfliteRunner
 
-    interp = Interpreter(model_path=str(path), num_threads=1)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    x = spec.feed(images)
-    if tuple(inp["shape"]) != tuple(spec.shape()) or inp["dtype"] != x.dtype:
-        raise ValueError(f"the file's input is {inp['dtype'].__name__}{list(inp['shape'])}, "
-                         f"expected {x.dtype}{spec.shape()}")
-    result = []
-    for i in range(len(x)):  # litert-torch graphs have a fixed batch of 1
-        interp.set_tensor(inp["index"], x[i:i + 1])
-        interp.invoke()
-        result.append(interp.get_tensor(out["index"])[0].copy())
-    return np.stack(result)
+    return TfliteRunner(path, spec, threads=1)(images)
