@@ -1,240 +1,334 @@
-"""The distillation comparison table on the embedded default data set (emoji).
+"""The distillation table on the embedded default data set (emoji, six vendors).
 
-One command, resumable (rows already in the JSON are skipped):
+    .venv/bin/python benchmarks/distill_table.py --teacher runs/table/teacher/last.pt \\
+        --large-teacher runs/table/teacher-lite2/last.pt --jobs 2
 
-    .venv/bin/python benchmarks/distill_table.py --teacher runs/teacher/last.pt
+Two blocks, each a teacher and a student recipe from ``mobile_distill/configs``:
+- ``scratch``: MobileNet-0.25 from scratch (``student_emoji.yaml``) under the fine-tuned
+  EfficientNet-Lite0 teacher (``teacher_emoji.yaml``);
+- ``pretrained``: an ImageNet EfficientNet-Lite0 student (``student_emoji_lite0.yaml``) under a
+  bigger EfficientNet-Lite2 teacher at a larger resolution (``teacher_emoji_large.yaml``).
 
-Every student row uses the same seed(s), epochs, batch (P x K) and image size within its
-architecture; the distillation rows add one loss (or the paper's combination) to the same
-triplet task loss. The teacher's embeddings come from the teacher cache (clean views, computed
-once); the cross-quality row uses the live teacher on the full-resolution crop instead.
-Writes benchmarks/results/distill_emoji.json and distill_emoji.md.
+Rows per block: the student trained *alone* (the recipe minus the teacher, triplet loss) and the
+*default recipe*, each over ``--seeds``, on the same schedule; the scratch block also has the
+peers (RKD, relaxed contrastive, DarkRank, hint, attention), each added to the same triplet loss,
+on the same data, views and schedule: their weights are tuned first (seed 0, ``--tune-epochs``),
+then the best weight of each runs on the full schedule. Closure = (distilled - alone) /
+(teacher - alone) at Recall@1. Rows run in subprocesses, ``--jobs`` at a time, one thread each;
+the table is resumable (rows in the JSON are skipped). Writes distill_emoji.json / .md and
+learning_curves.png (test Recall@1 against epoch, alone vs distilled) to benchmarks/results/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobile_distill.config import make_config  # noqa: E402
-from mobile_distill.train import main as train  # noqa: E402
+from mobile_distill.config import load_yaml, make_config  # noqa: E402
 from mobile_distill.utils.io import write_json_atomic, write_text_atomic  # noqa: E402
 
-# Students: (image size, epochs, lr for backbone and head, pretrained).
-STUDENTS = {
-    "mobilenet_v1_025": dict(image_size=64, epochs=40, lr=2e-3, backbone_lr=2e-3, pretrained="none"),
-    "efficientnet_lite0": dict(image_size=64, epochs=10, lr=1e-3, backbone_lr=2e-4, pretrained="imagenet"),
-    "resnet18": dict(image_size=64, epochs=10, lr=1e-3, backbone_lr=1e-3, pretrained="none"),
+BLOCKS = {
+    "scratch": {"student": "student_emoji", "teacher_recipe": "teacher_emoji", "teacher_arg": "teacher", "peers": True},
+    "pretrained": {"student": "student_emoji_lite0", "teacher_recipe": "teacher_emoji_large",
+                   "teacher_arg": "large_teacher", "peers": False},
 }
-COMMON = dict(data="emoji", embedding_dim=512, loss="triplet", mining="all", margin=0.2, classes_per_batch=32,
-              images_per_class=2, optimizer="adamw", weight_decay=1e-4, scheduler="cosine", eval_every=0,
-              crop_scale=0.5)
-DISTILL = {
-    "absolute": ["absolute:1:center=true"],
-    "relative": ["relative:1:normalize=true"],
-    "rkd": ["rkd:1"],
-    "relaxed": ["relaxed:1"],
-    "darkrank": ["darkrank:1"],
-    "absolute+relative": ["absolute:1:center=true", "relative:1:normalize=true"],
-}
-CACHED = dict(teacher_view="clean", teacher_cache=True)
-# Feature-map losses need the live teacher (the cache holds embeddings only): same augmented batch.
-FEATURE = {"hint": ["hint:1"], "attention": ["attention:1"]}
+# Each peer added to the triplet loss at three weights (log-spaced; the loss scales differ).
+PEERS = {"rkd": (0.5, 2, 8), "relaxed": (0.03, 0.1, 0.3), "darkrank": (0.3, 1, 3), "hint": (0.3, 1, 3),
+         "attention": (10, 30, 100)}
+# The student alone: the same recipe without a teacher, trained with the triplet loss.
+ALONE = {"teacher": "", "distill": [], "unlabeled": "", "teacher_cache": False, "teacher_image_size": 0,
+         "teacher_view": "augmented", "loss": "triplet"}
 
 
-def rows(seeds, quick: bool, single_losses_lite0: bool = False):
-    """(row name, student, seed, overrides) in the order they run: the multi-seed rows first, so
-    that a run cut short still has the comparisons that matter."""
-    combo = DISTILL["absolute+relative"]
-    out = []
-    for student in ("mobilenet_v1_025", "efficientnet_lite0"):
-        for seed in seeds:
-            out.append(("triplet only", student, seed, {}))
-            out.append(("triplet + absolute+relative", student, seed, {"distill": combo, **CACHED}))
-    student = "mobilenet_v1_025"
-    for name, specs in DISTILL.items():
-        if name != "absolute+relative":
-            out.append((f"triplet + {name}", student, seeds[0], {"distill": specs, **CACHED}))
-    out += [
-        ("triplet + absolute+relative + unlabeled pool", student, seeds[0], {"distill": combo, **CACHED, "unlabeled": "pool"}),
-        ("semi-supervised: triplet only, 50% of classes labelled", student, seeds[0], {"label_fraction": 0.5}),
-        ("semi-supervised: + absolute+relative on the unlabeled 50%", student, seeds[0],
-         {"label_fraction": 0.5, "distill": combo, **CACHED}),
-        ("cross-quality: teacher 112 px crop, student 64 px", student, seeds[0],
-         {"distill": combo, "teacher_image_size": 112}),
-        ("triplet only", "resnet18", seeds[0], {}),
-        ("triplet + absolute+relative", "resnet18", seeds[0], {"distill": combo, **CACHED}),
-    ]
-    out += [(f"triplet + {name} (live teacher)", student, seeds[0], {"distill": specs}) for name, specs in FEATURE.items()]
-    if not single_losses_lite0:
-        return [r for r in out if not quick or r[1] == "mobilenet_v1_025"]
-    for name, specs in DISTILL.items():  # last: the most expensive rows for the CPU budget
-        if name != "absolute+relative":
-            out.append((f"triplet + {name}", "efficientnet_lite0", seeds[0], {"distill": specs, **CACHED}))
-    return [r for r in out if not quick or r[1] == "mobilenet_v1_025"]
+def peer_overrides(name: str, weight: float) -> dict:
+    return {"loss": "triplet", "distill": [f"{name}:{weight:g}"]}
 
 
-def run_row(name, student, seed, overrides, teacher, out_dir, epochs_scale):
-    recipe = dict(STUDENTS[student])
-    recipe["epochs"] = max(1, round(recipe["epochs"] * epochs_scale))
-    cfg_kwargs = {**COMMON, **recipe, **overrides, "model": student, "seed": seed, "out_dir": str(out_dir),
-                  "name": f"{student}-{name}-s{seed}".replace(" ", "_").replace("%", "pct").replace(":", "")
-                  .replace(",", "").replace("+", "p")}
-    if "distill" in overrides:
-        cfg_kwargs["teacher"] = str(teacher)
-        if overrides.get("teacher_cache"):
-            cfg_kwargs["teacher_cache_dir"] = str(out_dir / "teacher_cache")  # shared by rows over the same images
-    cfg = make_config(**cfg_kwargs)
+def row_id(block: str, row: str, seed: int) -> str:
+    return f"{block}|{row}|{seed}"
+
+
+def run_one(spec: dict) -> dict:
+    """Train one row (in this process) and return its record."""
+    from mobile_distill.train import main as train
+
+    cfg = make_config({**load_yaml(spec["recipe"]), **spec["overrides"]})
     start = time.perf_counter()
     results = train(cfg, progress=False)
-    extra = {}
-    if cfg.distill and cfg.teacher_cache:
-        last = final_terms(Path(results["run_dir"]))
-        extra["loss_vs_constant_output"] = {
-            k: {"final": last.get(k), "constant_output": v}
-            for k, v in plateau_levels(cfg.distill, Path(cfg.teacher_cache_dir)).items()}
-    # The runs directory is machine-specific: recorded as a placeholder.
-    config = json.loads(json.dumps(cfg.to_dict()).replace(str(out_dir), "<runs-dir>"))
-    return {**extra, "row": name, "student": student, "seed": seed, "config": config,
-            "test": {k: v for k, v in results["test"].items() if not k.startswith("cross/") or k.endswith("recall@1")},
-            "params": results["complexity"]["params"], "gflops": results["complexity"]["gflops"],
-            "image_size": cfg.image_size, "epochs": cfg.epochs, "train_time_s": results["train_time_s"],
+    run_dir = Path(results["run_dir"])
+    curve = [(int(r["epoch"]), float(r["test_recall@1"])) for r in _csv(run_dir / "metrics.csv") if r.get("test_recall@1")]
+    test = {k: v for k, v in results["test"].items() if not k.startswith("cross/") or k.startswith("cross/mean/")}
+    config = json.loads(json.dumps(cfg.to_dict()).replace(spec["runs_dir"], "<runs-dir>"))
+    return {"id": spec["id"], "block": spec["block"], "row": spec["row"], "seed": cfg.seed, "config": config,
+            "test": test, "curve": curve, "params": results["complexity"]["params"],
+            "gflops": results["complexity"]["gflops"], "image_size": cfg.image_size, "epochs": cfg.epochs,
+            "optimizer_steps": results["optimizer_steps"], "train_time_s": results["train_time_s"],
+            "images_per_s": _csv(run_dir / "metrics.csv")[-1].get("images_per_s"),
             "wall_time_s": round(time.perf_counter() - start, 1)}
 
 
-def plateau_levels(specs, cache_dir: Path, batch: int = 64, n_batches: int = 20):
-    """Each distillation loss's value for a student that outputs one constant vector (the normalised
-    mean teacher embedding), on random batches of cached teacher embeddings. A loss that does not go
-    clearly below this level taught the student nothing beyond a constant."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    from mobile_distill.losses.combine import parse_distill_spec
-    from mobile_distill.losses import create_loss
-
-    caches = sorted(cache_dir.glob("teacher_cache-*.npy"))
-    if not caches:
-        return {}
-    t_all = torch.from_numpy(np.load(caches[0]))
-    g = torch.Generator().manual_seed(0)
-    const = F.normalize(F.normalize(t_all, dim=1).mean(0), dim=0)
-    levels = {}
-    for spec in specs:
-        name, _, kwargs = parse_distill_spec(spec)
-        if name == "absolute":
-            kwargs.update(student_dim=t_all.shape[1], teacher_dim=t_all.shape[1])
-        loss = create_loss(name, **kwargs)
-        values = []
-        for _ in range(n_batches):
-            t = t_all[torch.randperm(len(t_all), generator=g)[:batch]]
-            loss.train()  # the centred absolute loss updates its running mean as in training
-            values.append(float(loss(const.expand_as(t), t)[name]))
-        levels[name] = sum(values[n_batches // 2:]) / (n_batches - n_batches // 2)
-    return levels
-
-
-def final_terms(run_dir: Path):
+def _csv(path: Path):
     import csv
 
-    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
-    return {k: float(v) for k, v in rows[-1].items() if v not in ("", None)}
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
-def summarise(runs, teacher_results):
-    """Mean +- std over seeds per (student, row)."""
+def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int, state: dict, scale: float):
+    """The rows of a block still to run, in order: alone and default over the seeds first, then
+    peer tuning, then each peer's best weight on the full schedule (once its tuning is done)."""
+    b = BLOCKS[block]
+    recipe = load_yaml(b["student"])
+    epochs = max(1, round(recipe["epochs"] * scale))
+    common = {"out_dir": str(runs_dir / block), "teacher_cache_dir": str(runs_dir / "cache"), "eval_every": max(1, epochs // 10),
+              "epochs": epochs}
+    out = []
+
+    def add(row, seed, overrides):
+        name = f"{row}-s{seed}".replace(" ", "_").replace(":", "").replace("+", "p")
+        out.append({"id": row_id(block, row, seed), "block": block, "row": row, "recipe": b["student"],
+                    "runs_dir": str(runs_dir), "overrides": {**common, "teacher": teacher, **overrides, "seed": seed,
+                                                             "name": name}})
+
+    for seed in seeds:
+        add("alone", seed, ALONE)
+        add("default recipe", seed, {})
+    if b["peers"]:
+        done = {r["id"]: r for r in state["runs"]}
+        for name, weights in PEERS.items():
+            tuned = []
+            for w in weights:
+                row = f"tuning: triplet + {name}:{w:g}"
+                add(row, seeds[0], {**peer_overrides(name, w), "epochs": tune_epochs, "eval_every": max(1, tune_epochs // 5)})
+                tuned.append((done.get(row_id(block, row, seeds[0])), w))
+            if all(r is not None for r, _ in tuned):
+                best = max(tuned, key=lambda t: t[0]["test"]["recall@1"])[1]
+                add(f"peer: triplet + {name} (best weight {best:g})", seeds[0], peer_overrides(name, best))
+    return out
+
+
+def cache_group(spec: dict) -> str:
+    """Rows that share a teacher cache file (the first builds it; the others must wait for it)."""
+    o = spec["overrides"]
+    if not o.get("teacher") or not o.get("teacher_cache", load_yaml(spec["recipe"]).get("teacher_cache")):
+        return ""
+    names = sorted(d.split(":")[0] for d in o.get("distill", load_yaml(spec["recipe"]).get("distill", [])))
+    maps = [n for n in names if n in ("hint", "attention")]
+    return f"{o['teacher']}|{'+'.join(maps)}"
+
+
+def run_specs(todo, state, out: Path, jobs: int):
+    """Run rows in subprocesses; the first row of each teacher-cache group runs alone first."""
+    def launch(spec, threads):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(spec, f)
+        proc = subprocess.run([sys.executable, __file__, "--run-one", f.name], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"    FAILED {spec['id']}:\n{proc.stderr[-2000:]}", flush=True)
+            return None
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def record(result):
+        if result is None:
+            return
+        state["runs"].append(result)
+        write_json_atomic(out, state)
+        print(f"    {result['id']}: recall@1 {result['test']['recall@1']:.4f} ({result['wall_time_s']:.0f} s)", flush=True)
+
+    seen, first, rest = set(), [], []
+    for spec in todo:
+        group = cache_group(spec)
+        (first if group and group not in seen else rest).append(spec)
+        seen.add(group)
+    for spec in first:  # builds a cache with every thread; later rows only read it
+        print(f"[cache] {spec['id']}", flush=True)
+        record(launch(spec, jobs))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for result in pool.map(lambda s: (print(f"[run] {s['id']}", flush=True), launch(s, 1))[1], rest):
+            record(result)
+
+
+def summarise(runs):
     groups = {}
     for r in runs:
-        groups.setdefault((r["student"], r["row"]), []).append(r)
+        groups.setdefault((r["block"], r["row"]), []).append(r)
     table = []
-    for (student, row), rs in groups.items():
-        entry = {"student": student, "row": row, "seeds": [r["seed"] for r in rs], "params": rs[0]["params"],
-                 "gflops": rs[0]["gflops"], "image_size": rs[0]["image_size"], "epochs": rs[0]["epochs"],
-                 # fastest seed: other jobs sharing the CPU only ever slow a run down
-                 "train_time_s": round(min(r["train_time_s"] for r in rs), 1)}
-        for k in ("recall@1", "recall@2", "recall@4", "recall@8"):
-            values = [r["test"][k] for r in rs]
-            entry[k] = statistics.mean(values)
-            entry[k + "_std"] = statistics.stdev(values) if len(values) > 1 else None
-        table.append(entry)
+    for (block, row), rs in groups.items():
+        e = {"block": block, "row": row, "seeds": sorted(r["seed"] for r in rs), "params": rs[0]["params"],
+             "gflops": rs[0]["gflops"], "image_size": rs[0]["image_size"], "epochs": rs[0]["epochs"],
+             "optimizer_steps": rs[0]["optimizer_steps"], "train_time_s": round(min(r["train_time_s"] for r in rs), 1)}
+        for k in ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "cross/mean/recall@1", "asymmetric/recall@1"):
+            values = [r["test"][k] for r in rs if k in r["test"]]
+            if values:
+                e[k] = statistics.mean(values)
+                e[k + "_std"] = statistics.stdev(values) if len(values) > 1 else None
+        table.append(e)
     return table
 
 
-def markdown(table, teacher_results, meta) -> str:
-    lines = [f"Teacher: {meta['teacher_arch']} ({meta['teacher_params'] / 1e6:.2f} M params) — test Recall@1 "
-             f"{100 * teacher_results['recall@1']:.1f}. Emoji test classes (953 unseen classes, 1,906 images). "
-             f"{meta['cpu']}, {meta['threads']} threads; total wall time {meta['wall_time_s'] / 60:.0f} min.", "",
-             "| student | row | seeds | R@1 | R@2 | R@4 | R@8 | params | GFLOPs | px | epochs | train s (fastest seed) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def verdicts(table, teachers):
+    """Closure per block, gain vs seed spread, and the default recipe against the best peer."""
+    out = {}
+    for block, teacher in teachers.items():
+        rows = {e["row"]: e for e in table if e["block"] == block}
+        alone, default = rows.get("alone"), rows.get("default recipe")
+        if not (alone and default):
+            continue
+        t, a, d = teacher["recall@1"], alone["recall@1"], default["recall@1"]
+        spread = max(alone.get("recall@1_std") or 0.0, default.get("recall@1_std") or 0.0)
+        v = {"teacher_recall@1": t, "alone_recall@1": a, "default_recall@1": d,
+             "closure": (d - a) / (t - a) if t > a else None, "gain": d - a, "larger_seed_std": spread,
+             "gain_over_twice_std": d - a > 2 * spread, "seeds": default["seeds"]}
+        peers = [e for e in rows.values() if e["row"].startswith("peer:")]
+        if peers:
+            best = max(peers, key=lambda e: e["recall@1"])
+            v.update({"best_peer": best["row"], "best_peer_recall@1": best["recall@1"],
+                      "margin_over_best_peer": d - best["recall@1"]})
+        out[block] = v
+    return out
 
-    def fmt(e, k):
+
+def markdown(state) -> str:
+    def pct(e, k):
+        if k not in e:
+            return "-"
         s = f"{100 * e[k]:.1f}"
         return s + (f" ± {100 * e[k + '_std']:.1f}" if e.get(k + "_std") is not None else "")
 
-    for e in table:
-        lines.append(f"| {e['student']} | {e['row']} | {len(e['seeds'])} | {fmt(e, 'recall@1')} | {fmt(e, 'recall@2')} "
-                     f"| {fmt(e, 'recall@4')} | {fmt(e, 'recall@8')} | {e['params'] / 1e6:.2f} M | {e['gflops']:.3f} "
-                     f"| {e['image_size']} | {e['epochs']} | {e['train_time_s']:.0f} |")
+    meta = state["meta"]
+    lines = [f"{meta['data']}: {meta['test_classes']} unseen test classes, {meta['test_images']} test images. "
+             f"{meta['cpu']}, {meta['jobs']} rows at a time, 1 thread each; total wall time "
+             f"{meta['wall_time_s'] / 60:.0f} min. Recall in %, mean ± std over seeds.", ""]
+    for block, v in state["verdicts"].items():
+        t = state["teachers"][block]
+        lines += [f"**{block}** — teacher {t['arch']} at {t['image_size']} px ({t['params'] / 1e6:.2f} M params): "
+                  f"Recall@1 {100 * t['recall@1']:.1f}, cross-vendor {100 * t.get('cross/mean/recall@1', float('nan')):.1f}. "
+                  f"Closure of the default recipe: **{100 * v['closure']:.0f} %** "
+                  f"(gain {100 * v['gain']:.1f} points vs larger seed std {100 * v['larger_seed_std']:.1f})"
+                  + (f"; best peer {v['best_peer']} {100 * v['best_peer_recall@1']:.1f} "
+                     f"({100 * v['margin_over_best_peer']:+.1f} points for the default)." if "best_peer" in v else "."), ""]
+    lines += ["| block | row | seeds | R@1 | R@2 | R@4 | R@8 | MAP@R | cross-vendor R@1 | asym R@1 | params | px | epochs (steps) | train s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in state["table"]:
+        lines.append(f"| {e['block']} | {e['row']} | {len(e['seeds'])} | {pct(e, 'recall@1')} | {pct(e, 'recall@2')} | "
+                     f"{pct(e, 'recall@4')} | {pct(e, 'recall@8')} | {pct(e, 'map@r')} | {pct(e, 'cross/mean/recall@1')} | "
+                     f"{pct(e, 'asymmetric/recall@1')} | {e['params'] / 1e6:.2f} M | {e['image_size']} | "
+                     f"{e['epochs']} ({e['optimizer_steps']}) | {e['train_time_s']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def plot_curves(runs, teachers, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    blocks = [b for b in teachers if any(r["block"] == b for r in runs)]
+    fig, axes = plt.subplots(1, len(blocks), figsize=(6 * len(blocks), 4.2), squeeze=False)
+    for ax, block in zip(axes[0], blocks):
+        for row, colour in (("alone", "tab:gray"), ("default recipe", "tab:blue")):
+            curves = [r["curve"] for r in runs if r["block"] == block and r["row"] == row and r["curve"]]
+            if not curves:
+                continue
+            epochs = [e for e, _ in curves[0]]
+            values = np.array([[100 * v for _, v in c] for c in curves if len(c) == len(epochs)])
+            mean, std = values.mean(0), values.std(0)
+            ax.plot(epochs, mean, color=colour, label=f"{'distilled (default recipe)' if row != 'alone' else 'alone'} "
+                                                       f"({len(values)} seeds)")
+            ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2)
+        ax.axhline(100 * teachers[block]["recall@1"], color="tab:red", ls="--", label="teacher")
+        ax.set(title=f"{block}: {teachers[block]['student_arch']} student", xlabel="epoch (one pass over the labelled images)",
+               ylabel="test Recall@1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def teacher_record(path: str, student_recipe: str) -> dict:
+    from mobile_distill.checkpoint import load_checkpoint
+    from mobile_distill.evaluate import evaluate_checkpoint
+    from mobile_distill.models.complexity import count_parameters
+    from mobile_distill.checkpoint import model_from_checkpoint
+
+    ckpt = load_checkpoint(path)
+    m = evaluate_checkpoint(path, progress=False)
+    return {"path": "<runs-dir>/" + Path(path).parent.name + "/" + Path(path).name, "arch": ckpt["model"]["arch"],
+            "image_size": ckpt["model"]["image_size"], "params": count_parameters(model_from_checkpoint(ckpt)),
+            "student_arch": load_yaml(student_recipe)["model"],
+            **{k: v for k, v in m.items() if not k.startswith("cross/") or k.startswith("cross/mean/")}}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", required=True, help="teacher checkpoint (e.g. from `make demo`)")
+    p.add_argument("--run-one", help=argparse.SUPPRESS)
+    p.add_argument("--teacher", help="the scratch block's teacher (teacher_emoji recipe)")
+    p.add_argument("--large-teacher", help="the pretrained block's teacher (teacher_emoji_large recipe)")
+    p.add_argument("--blocks", default="scratch,pretrained")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every student's epochs")
-    p.add_argument("--quick", action="store_true", help="MobileNet-0.25 rows only")
-    p.add_argument("--all-losses-lite0", action="store_true",
-                   help="also each single loss for EfficientNet-Lite0 (about 25 more CPU minutes)")
+    p.add_argument("--tune-epochs", type=int, default=30, help="schedule of the peer-weight tuning rows")
+    p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply the recipes' epochs (quick looks)")
+    p.add_argument("--jobs", type=int, default=2, help="rows at a time (one thread each)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_emoji.json"))
-    p.add_argument("--runs-dir", default=None, help="where the student runs go (default: a temp folder)")
+    p.add_argument("--runs-dir", default=str(ROOT / "runs" / "table"))
     args = p.parse_args()
+    if args.run_one:
+        print(json.dumps(run_one(json.loads(Path(args.run_one).read_text()))))
+        return
     import torch
-
-    from mobile_distill.checkpoint import load_checkpoint
-    from mobile_distill.evaluate import evaluate_checkpoint
 
     out = Path(args.out)
     state = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    done = {(r["row"], r["student"], r["seed"]) for r in state["runs"]}
-    runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="distill_table_"))
-    start = time.perf_counter() - state.get("wall_time_s", 0.0)
-    teacher_ckpt = load_checkpoint(args.teacher)
-    teacher_results = state.get("teacher") or evaluate_checkpoint(args.teacher, progress=False)
+    state.setdefault("runs", [])
+    start = time.perf_counter() - state.get("meta", {}).get("wall_time_s", 0.0)
     seeds = [int(s) for s in args.seeds.split(",")]
-    todo = [r for r in rows(seeds, args.quick, args.all_losses_lite0) if (r[0], r[1], r[2]) not in done]
-    for i, (name, student, seed, overrides) in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {student} | {name} | seed {seed}", flush=True)
-        state["runs"].append(run_row(name, student, seed, overrides, args.teacher, runs_dir, args.epochs_scale))
-        print(f"    recall@1 {state['runs'][-1]['test']['recall@1']:.4f}  ({state['runs'][-1]['wall_time_s']:.0f} s)", flush=True)
-        state.update(teacher={k: v for k, v in teacher_results.items() if not k.startswith("cross/")},
-                     wall_time_s=round(time.perf_counter() - start, 1))
-        write_json_atomic(out, state)
-    if not todo and "table" in state:  # nothing new: keep the recorded table (and its teacher path) as is
-        print(markdown(state["table"], state["teacher"], state["meta"]))
-        print(f"all rows already in {out}; nothing to run")
-        return
-    from mobile_distill.models.complexity import count_parameters
-    from mobile_distill.checkpoint import model_from_checkpoint
+    runs_dir = Path(args.runs_dir).resolve()
+    teachers = {}
+    for block in args.blocks.split(","):
+        path = getattr(args, BLOCKS[block]["teacher_arg"])
+        if not path:
+            p.error(f"block {block} needs --{BLOCKS[block]['teacher_arg'].replace('_', '-')}")
+        teachers[block] = state.get("teachers", {}).get(block) or teacher_record(path, BLOCKS[block]["student"])
+        while True:  # peer rows at full schedule appear once their tuning rows are done
+            done = {r["id"] for r in state["runs"]}
+            todo = [s for s in specs_for(block, path, seeds, runs_dir, args.tune_epochs, state, args.epochs_scale)
+                    if s["id"] not in done]
+            if not todo:
+                break
+            print(f"{block}: {len(todo)} rows to run", flush=True)
+            run_specs(todo, state, out, args.jobs)
+            if {s["id"] for s in todo} - {r["id"] for r in state["runs"]}:
+                break  # a row failed: stop rather than loop
+    from mobile_distill.data import create_dataset
 
-    meta = {"teacher": args.teacher, "teacher_arch": teacher_ckpt["model"]["arch"],
-            "teacher_params": count_parameters(model_from_checkpoint(teacher_ckpt)),
-            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "wall_time_s": state.get("wall_time_s", 0.0)}
-    state.update(meta=meta, table=summarise(state["runs"], teacher_results))
+    data = create_dataset("emoji", progress=False).summary()
+    state["teachers"] = {**state.get("teachers", {}), **teachers}
+    state["table"] = summarise(state["runs"])
+    state["verdicts"] = verdicts(state["table"], state["teachers"])
+    state["meta"] = {"data": "emoji (google, twitter, openmoji, fluent color/flat/high contrast)",
+                     "test_classes": data["test_classes"], "test_images": data["test_images"],
+                     "cpu": platform.processor() or platform.machine(), "jobs": args.jobs, "torch": torch.__version__,
+                     "tune_epochs": args.tune_epochs, "wall_time_s": round(time.perf_counter() - start, 1)}
     write_json_atomic(out, state)
-    write_text_atomic(out.with_suffix(".md"), markdown(state["table"], state["teacher"], meta))
-    print(markdown(state["table"], state["teacher"], meta))
-    print(f"saved to {out}")
+    write_text_atomic(out.with_suffix(".md"), markdown(state))
+    plot_curves(state["runs"], state["teachers"], out.parent / "learning_curves.png")
+    print(markdown(state))
+    print(f"saved to {out}, {out.with_suffix('.md')} and {out.parent / 'learning_curves.png'}")
 
 
 if __name__ == "__main__":

@@ -30,13 +30,19 @@ def data():
 
 @data.command("fetch")
 @click.argument("name", type=click.Choice(["emoji"]))
+@click.option("--vendors", default="default", show_default=True,
+              help="Comma-separated emoji styles: google, twitter, openmoji, fluent_color, fluent_flat, "
+                   "fluent_contrast (the openly licensed default), apple, facebook (opt-in: not openly "
+                   "licensed), or 'all'.")
 @click.option("--force", is_flag=True, help="Fetch again even if the data is already there.")
-def data_fetch(name, force):
+def data_fetch(name, vendors, force):
     """Fetch a data set that can be downloaded from a package registry (emoji: via npm)."""
     from .data import create_dataset, emoji
+    from .data.emoji_vendors import parse_vendors
 
-    root = emoji.fetch(force=force)
-    summary = create_dataset("emoji", progress=False).summary()
+    chosen = parse_vendors(vendors)
+    root = emoji.fetch(vendors=chosen, force=force, progress=True)
+    summary = create_dataset(f"emoji:{','.join(chosen)}:{root}", progress=False).summary()
     click.echo(json.dumps(summary))
     click.echo(f"saved to {root} (licences: {root / 'LICENSE.md'})")
 

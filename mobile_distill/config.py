@@ -50,7 +50,10 @@ class TrainConfig:
     teacher: str = field(default="", metadata={"help": "teacher checkpoint; makes this a distillation run"})
     distill: Tuple[str, ...] = field(default=(), metadata={"help": "NAME:WEIGHT[:key=value,...], repeatable (absolute, relative, rkd, relaxed, darkrank, hint, attention)"})
     teacher_view: str = field(default="augmented", metadata={"help": "teacher input: augmented (the student's crop) or clean (un-augmented image)"})
-    teacher_cache: bool = field(default=False, metadata={"help": "compute the teacher's clean-view embeddings once and reuse them every epoch"})
+    teacher_cache: bool = field(default=False, metadata={"help": "compute the teacher's embeddings once and reuse them every epoch: of cache_views replayed augmented views per image (teacher_view augmented) or of the clean view"})
+    cache_views: int = field(default=8, metadata={"help": "augmented views per image in the teacher cache (replayed crops: the student trains on exactly these views)"})
+    teacher_dtype: str = field(default="float32", metadata={"help": "teacher forward precision: float32 or bfloat16 (autocast; ~1.6x faster on CPUs with AMX)"})
+    mixup: float = field(default=0.0, metadata={"help": "mixup alpha for the unlabeled rows (mixed with random rows of the batch; distillation losses only; live teacher); 0: off"})
     teacher_cache_dir: str = field(default="", metadata={"help": "where the teacher cache lives (default: the run directory); share it across runs"})
     teacher_image_size: int = field(default=0, metadata={"help": "teacher input size (cross-quality: larger than --image-size); 0: the teacher's own"})
     unlabeled: str = field(default="", metadata={"help": "extra images for the distillation losses only: 'pool' (the data set's) or folder PATH"})
@@ -66,7 +69,8 @@ class TrainConfig:
     epochs: int = field(default=20, metadata={"help": "training epochs"})
     classes_per_batch: int = field(default=32, metadata={"help": "P of a PK batch"})
     images_per_class: int = field(default=2, metadata={"help": "K of a PK batch"})
-    batches_per_epoch: int = field(default=0, metadata={"help": "0: one pass over the classes"})
+    epoch_pass: str = field(default="images", metadata={"help": "what one epoch passes over: images (every labelled image once, images // (P*K) batches) or classes (each class once: the first release's definition)"})
+    batches_per_epoch: int = field(default=0, metadata={"help": "fix the batches per epoch (0: as epoch_pass says)"})
     eval_every: int = field(default=5, metadata={"help": "log test-class recall every N epochs (never used for selection); 0: only at the end"})
     eval_batch_size: int = field(default=128, metadata={"help": "batch size for embedding during evaluation"})
 
@@ -87,7 +91,12 @@ _CHOICES = {
     "optimizer": ("adam", "adamw", "sgd"),
     "scheduler": ("cosine", "constant"),
     "pretrained": ("imagenet", "none"),
+    "epoch_pass": ("images", "classes"),
+    "teacher_dtype": ("float32", "bfloat16"),
 }
+# args.yaml carries the run's resolved figures (optimiser steps, ...) under this key: written by
+# training for the reader, ignored when the file is read back as a config.
+RESOLVED_KEY = "resolved"
 
 
 def field_names() -> Tuple[str, ...]:
@@ -123,7 +132,7 @@ def make_config(base: Optional[Mapping[str, Any]] = None, **overrides: Any) -> T
     Raises:
         ConfigError: unknown keys (listed with the valid ones), wrong types, bad choices.
     """
-    merged = dict(base or {})
+    merged = {k: v for k, v in (base or {}).items() if k != RESOLVED_KEY}
     merged.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(merged) - set(field_names()))
     if unknown:
@@ -177,13 +186,22 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError("loss none (pure distillation) needs at least one --distill loss")
     if cfg.unlabeled and not cfg.distill:
         raise ConfigError("unlabeled images only feed distillation losses; add --teacher and --distill")
-    if cfg.teacher_cache and cfg.teacher_view != "clean":
-        raise ConfigError("--teacher-cache stores un-augmented views: also pass --teacher-view clean")
-    if cfg.teacher_cache and cfg.teacher_image_size:
-        raise ConfigError("--teacher-cache with --teacher-image-size is not supported: cross-quality needs the live teacher")
+    if cfg.cache_views < 1:
+        raise ConfigError(f"cache_views must be at least 1, got {cfg.cache_views}")
+    if cfg.mixup < 0:
+        raise ConfigError(f"mixup must be >= 0 (a Beta(alpha, alpha) parameter; 0 turns it off), got {cfg.mixup}")
+    if cfg.mixup and cfg.teacher_cache:
+        raise ConfigError("--mixup needs the live teacher: a cache cannot hold the teacher's output on a mixed image; "
+                          "drop --teacher-cache")
+    if cfg.mixup and not cfg.unlabeled:
+        raise ConfigError("--mixup mixes the unlabeled rows of each batch: also pass --unlabeled pool|PATH")
     if not 0.0 < cfg.crop_scale <= 1.0:
         raise ConfigError(f"crop_scale must be in (0, 1], got {cfg.crop_scale}")
 
 
-def dump_yaml(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+def dump_yaml(cfg: TrainConfig, resolved: Optional[Mapping[str, Any]] = None) -> str:
+    """The config as YAML; ``resolved`` (e.g. the optimiser steps) goes under ``resolved:``."""
+    d = cfg.to_dict()
+    if resolved:
+        d[RESOLVED_KEY] = dict(resolved)
+    return yaml.safe_dump(d, sort_keys=False)

@@ -28,6 +28,7 @@ def retrieval_metrics(
     map_at_r: bool = True,
     chunk_size: int = 1024,
     domains: Optional[Sequence[str]] = None,
+    gallery: Optional[torch.Tensor] = None,
 ) -> Metrics:
     """Leave-one-out Recall@K and MAP@R under cosine similarity, computed in query chunks.
 
@@ -38,7 +39,11 @@ def retrieval_metrics(
         map_at_r: also compute MAP@R: AP@R = (1/R) * sum_{i<=R} P(i) * rel(i), R = same-class others.
         chunk_size: queries per chunk; peak extra memory is about chunk_size * N * 4 bytes.
         domains: optional (N,) domain tags (e.g. emoji vendor); adds ``cross/A->B/recall@K``:
-            queries of domain A against the gallery items of domain B only, for every A != B.
+            queries of domain A against the gallery items of domain B only, for every A != B,
+            and their mean over the pairs, ``cross/mean/recall@K``.
+        gallery: optional (N, D) second embedding of the same N items for the gallery side
+            (asymmetric retrieval: ``embeddings`` from the student embed the queries, ``gallery``
+            from the teacher the index); item i is still never its own neighbour.
 
     Returns:
         ``recall@K`` (fractions in [0, 1]), ``map@r``, ``num_queries``, ``num_excluded`` and,
@@ -58,6 +63,9 @@ def retrieval_metrics(
     if n < 2:
         raise DataError(f"retrieval needs at least 2 test items, got {n}")
     emb = F.normalize(embeddings.detach().float(), dim=1)  # (N, D), float32 as documented
+    if gallery is not None and gallery.shape != embeddings.shape:
+        raise DataError(f"gallery embeddings {tuple(gallery.shape)} must match the queries {tuple(embeddings.shape)}")
+    emb_g = emb if gallery is None else F.normalize(gallery.detach().float(), dim=1).to(emb.device)  # (N, D)
     # Dense class codes so per-class counts are a bincount rather than a dict.
     _, codes, counts = torch.unique(labels.cpu(), return_inverse=True, return_counts=True)
     codes = codes.to(emb.device)  # (N,)
@@ -75,7 +83,7 @@ def retrieval_metrics(
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         rows = torch.arange(stop - start, device=emb.device)
-        sims = emb[start:stop] @ emb.T  # (c, N) float32; the only O(c*N) buffer
+        sims = emb[start:stop] @ emb_g.T  # (c, N) float32; the only O(c*N) buffer
         sims[rows, rows + start] = float("-inf")  # leave-one-out: a query never retrieves itself
         # Ties: torch.topk on identical float32 input is deterministic, so equal similarities
         # always resolve the same way (no stable-index guarantee, but repeatable).
@@ -157,6 +165,10 @@ class _CrossDomain:
 
     def result(self) -> Metrics:
         out: Metrics = {}
+        pairs = [(a, b) for a in range(len(self.names)) for b in range(len(self.names)) if a != b and self.nq[a, b]]
+        for j, k in enumerate(self.ks):  # the mean over vendor pairs: one figure for a table column
+            out[f"cross/mean/recall@{k}"] = (sum(self.hits[a, b, j].item() / self.nq[a, b].item() for a, b in pairs)
+                                             / len(pairs) if pairs else float("nan"))
         for a, name_a in enumerate(self.names):
             for b, name_b in enumerate(self.names):
                 if a == b:
@@ -233,14 +245,27 @@ def format_table(metrics: Mapping[str, float], title: Optional[str] = None) -> s
     return _table(("metric", "value"), [(k, _fmt(k, v)) for k, v in metrics.items()], title)
 
 
-def format_comparison(rows: Mapping[str, Mapping[str, float]], title: Optional[str] = None) -> str:
-    """Several models side by side: one row per model, columns recall@K (by K) then map@r."""
+def gap_closure(teacher: float, alone: float, distilled: float) -> float:
+    """Share of the teacher-student gap that distillation closes: (distilled - alone) / (teacher - alone).
+
+    1.0: the distilled student retrieves as well as the teacher; 0: no better than trained alone;
+    ``nan`` when the student alone already matches or beats the teacher (no gap to close).
+    """
+    gap = teacher - alone
+    return (distilled - alone) / gap if gap > 0 else float("nan")
+
+
+def format_comparison(rows: Mapping[str, Mapping[str, float]], title: Optional[str] = None,
+                      extra: Optional[Mapping[str, str]] = None) -> str:
+    """Several models side by side: one row per model, columns recall@K (by K), map@r, then
+    ``extra`` metrics (key -> column header, e.g. ``{"asymmetric/recall@1": "asym R@1"}``)."""
     keys = {k for m in rows.values() for k in m if k.startswith("recall@")}
     cols = sorted(keys, key=lambda k: int(k.split("@")[1]))
     if any("map@r" in m for m in rows.values()):
         cols.append("map@r")
-    body = [(name, *(_fmt(c, m[c]) if c in m else "-" for c in cols)) for name, m in rows.items()]
-    return _table(("model", *cols), body, title)
+    extra = {k: h for k, h in (extra or {}).items() if any(k in m for m in rows.values())}
+    body = [(name, *(_fmt(c, m[c]) if c in m else "-" for c in [*cols, *extra])) for name, m in rows.items()]
+    return _table(("model", *cols, *extra.values()), body, title)
 
 
 # ---------------------------------------------------------------- evaluation jobs (used by the CLI)

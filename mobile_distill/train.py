@@ -28,6 +28,7 @@ from .data import ImageDataset, create_dataset
 from .data.base import Sample
 from .data.folder import list_images
 from .data.sampler import PKBatchSampler
+from .data.views import ReplayedViews, ViewBatches
 from .data.transforms import train_transform
 from .evaluate import evaluate_samples
 from .errors import CheckpointError, ConfigError
@@ -35,9 +36,14 @@ from .losses.combine import WeightedSum, build_distill_losses, collect_features
 from .losses.metric import mean_pairwise_distance, metric_loss_from_config
 from .models import create_model
 from .models.complexity import complexity
-from .teacher import Teacher, student_view
+from .teacher import Teacher, asymmetric_metrics, student_view
 from .utils.io import write_json_atomic, write_text_atomic
 from .utils.seed import epoch_seed, seed_everything
+
+
+# The replayed views are part of the cache's identity, shared by every seed of a comparison (the
+# seed still decides which view each epoch draws).
+VIEW_CACHE_SEED = 0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,15 +90,31 @@ def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def mix_unlabeled(images: torch.Tensor, labels: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Mixup on the transfer set: each unlabeled row becomes ``lam * x_a + (1 - lam) * x_b`` of two
+    random rows of the batch, ``lam ~ Beta(alpha, alpha)`` per row. Labelled rows stay clean for the
+    task loss; the teacher sees the mixed images too (consistent teaching)."""
+    rows = torch.nonzero(labels < 0).squeeze(1)  # (U,)
+    if alpha <= 0 or len(rows) == 0:
+        return images
+    lam = torch.distributions.Beta(alpha, alpha).sample((len(rows),)).to(images.dtype)  # (U,)
+    a, b = torch.randint(len(images), (2, len(rows)))
+    lam = lam.view(-1, 1, 1, 1).to(images.device)
+    mixed = images.clone()
+    mixed[rows] = lam * images[a] + (1 - lam) * images[b]
+    return mixed
+
+
 def train_one_epoch(model, loader, objective, optimizer, scheduler, device, epoch: int, progress: bool,
-                    teacher: Optional[Teacher] = None, image_size: int = 0) -> Dict:
+                    teacher: Optional[Teacher] = None, image_size: int = 0, mixup: float = 0.0) -> Dict:
     model.train()
     totals: Dict[str, float] = {}
     n_batches, n_images, mpd, start = 0, 0, 0.0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", disable=not progress, leave=False)
-    for images, labels, index in bar:
+    for images, labels, index, *views in bar:  # views: replayed-view ids (teacher cache of augmented views)
         images, labels = images.to(device, memory_format=torch.channels_last), labels.to(device)
-        t_emb, t_feats = teacher(images, index, objective.teacher_stages) if teacher else (None, None)
+        images = mix_unlabeled(images, labels, mixup)
+        t_emb, t_feats = (teacher(images, index, objective.teacher_stages, *views) if teacher else (None, None))
         # Cross-quality: the teacher saw the full-resolution crop, the student sees it downsampled.
         s_emb, s_feats = collect_features(model, student_view(images, image_size), objective.student_stages)
         terms = objective(s_emb, labels, t_emb, s_feats, t_feats, labeled_mask=labels >= 0)  # (B, D) in
@@ -141,6 +163,51 @@ def training_samples(data, cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]
     return train + [(p, -1) for p in unlabeled], val
 
 
+def untuned_baseline(cfg: TrainConfig, data, val_samples, device, run_dir: Path) -> Optional[Dict]:
+    """What fine-tuning has to beat: the pretrained backbone's own pooled features, untuned.
+
+    Only for metric-learning runs (no teacher) from pretrained weights. With validation classes
+    the untuned model is saved as the first ``best.pt``, so a run whose fine-tuning never beats
+    it on validation keeps it (an ``embedding_dim``-free model: the pooled features).
+    """
+    if cfg.teacher or cfg.pretrained == "none":
+        return None
+    model = create_model(cfg.model, None, cfg.pretrained, cfg.image_size).to(device, memory_format=torch.channels_last)
+    out = {"test": evaluate_split(model, data.test, cfg, device, ks=data.recall_ks, dataset=data.name,
+                                  domains=data.domains)}
+    if val_samples:
+        out["val_recall@1"] = evaluate_split(model, val_samples, cfg, device, dataset=data.name)["recall@1"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(run_dir / "best.pt", {"model": model.model_info(), "state_dict": model.state_dict(),
+                                              "config": cfg.to_dict(), "epoch": 0, "untuned_features": True})
+    tqdm.write(f"untuned {cfg.pretrained} features of {cfg.model}: test recall@1 {out['test']['recall@1']:.4f}"
+               + (f", validation recall@1 {out['val_recall@1']:.4f}" if val_samples else ""))
+    return out
+
+
+def _say_untuned(untuned: Dict, test: Dict, selected: str) -> None:
+    a, b = test["recall@1"], untuned["test"]["recall@1"]
+    if a > b:
+        tqdm.write(f"fine-tuning beat the untuned features: test recall@1 {a:.4f} vs {b:.4f}")
+    elif selected.startswith("untuned"):
+        tqdm.write(f"fine-tuning did not beat the untuned features on the validation classes: kept them "
+                   f"(test recall@1 {a:.4f})")
+    else:
+        tqdm.write(f"WARNING: fine-tuning did NOT beat the untuned features: test recall@1 {a:.4f} vs {b:.4f}; "
+                   f"set --val-classes to keep the better of the two automatically, or change the recipe")
+
+
+def classes_per_batch(cfg: TrainConfig, n_classes: int) -> int:
+    """P of the PK batch: the recipe's, or every training class when there are fewer (a recipe
+    tuned on emoji's 700+ classes must still run on a data set with 40); said, and recorded in
+    ``args.yaml``'s ``resolved`` block."""
+    if cfg.classes_per_batch <= n_classes or n_classes < 2:
+        return cfg.classes_per_batch  # (fewer than 2 classes: the sampler's own error)
+    tqdm.write(f"note: classes_per_batch {cfg.classes_per_batch} > {n_classes} training classes; "
+               f"using {n_classes} per batch")
+    return n_classes
+
+
 def new_run_dir(cfg: TrainConfig) -> Path:
     """``out_dir/name``, or ``name-2``, ``name-3``, ... if that already holds a run (not created here)."""
     base = Path(cfg.out_dir) / cfg.name
@@ -184,12 +251,19 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
     samples, val_samples = training_samples(data, cfg)
     labels = [y for _, y in samples]
     n_unlabeled = labels.count(-1)
-    sampler = PKBatchSampler(labels, cfg.classes_per_batch, cfg.images_per_class, seed=cfg.seed,
-                             batches_per_epoch=cfg.batches_per_epoch,
+    pk_classes = classes_per_batch(cfg, len({y for y in labels if y >= 0}))
+    sampler = PKBatchSampler(labels, pk_classes, cfg.images_per_class, seed=cfg.seed,
+                             batches_per_epoch=cfg.batches_per_epoch, epoch_pass=cfg.epoch_pass,
                              unlabeled_per_batch=(cfg.unlabeled_per_batch or cfg.batch_size) if n_unlabeled else 0)
     crop_size = max(cfg.image_size, cfg.teacher_image_size)  # cross-quality: crop at the teacher's size
     transform = train_transform(crop_size, (cfg.crop_scale, 1.0), cfg.hflip, cfg.color_jitter)
-    loader = DataLoader(ImageDataset(samples, transform, data.name), batch_sampler=sampler, num_workers=cfg.workers)
+    if cfg.teacher and cfg.teacher_cache and cfg.teacher_view == "augmented":
+        # consistent and fast: the student trains on the very views whose teacher outputs are cached
+        dataset = ReplayedViews(samples, transform, cfg.cache_views, VIEW_CACHE_SEED, data.name)
+        batches = ViewBatches(sampler, cfg.cache_views, cfg.seed)
+    else:
+        dataset, batches = ImageDataset(samples, transform, data.name), sampler
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers)
 
     # student (or teacher being trained), frozen teacher, objective, optimiser
     if ckpt is not None:
@@ -201,23 +275,32 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
     teacher = None
     if cfg.teacher:
         teacher = Teacher(cfg.teacher, samples, device, cfg.teacher_image_size or None, cfg.teacher_view,
-                          cfg.eval_resize, data.name)
+                          cfg.eval_resize, data.name, cfg.teacher_dtype)
         if ckpt is not None and ckpt.get("teacher", {}).get("sha256") not in (None, teacher.sha256):
             raise CheckpointError(f"teacher {cfg.teacher} changed since this run started (checksum differs)")
     # Train-time modules (projections, regressors) are initialised from the seed alone, whatever ran before.
     torch.manual_seed(cfg.seed)
     task = metric_loss_from_config(cfg) if cfg.loss != "none" else None
     objective = WeightedSum(task, build_distill_losses(cfg.distill, model, teacher) if teacher else []).to(device)
-    if cfg.teacher_cache and objective.teacher_stages:
-        raise ConfigError("hint/attention need the teacher's feature maps, which the teacher cache does not hold")
+    if cfg.teacher_cache and cfg.teacher_view == "clean" and objective.teacher_stages:
+        raise ConfigError("hint/attention need the teacher's feature maps, which the clean-view cache does not hold: "
+                          "use --teacher-view augmented (its cache keeps the maps) or drop --teacher-cache")
     # The run directory appears only once the set-up succeeded, so a mistyped flag leaves no debris.
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "args.yaml", dump_yaml(cfg))
-    if teacher is not None and cfg.teacher_cache:
+    steps = {"classes_per_batch": pk_classes, "steps_per_epoch": len(sampler), "optimizer_steps": len(sampler) * cfg.epochs,
+             "labelled_images": len(samples) - n_unlabeled, "unlabeled_images": n_unlabeled,
+             "batch_size": cfg.batch_size + sampler.u}
+    write_text_atomic(run_dir / "args.yaml", dump_yaml(cfg, steps))
+    if teacher is not None and isinstance(dataset, ReplayedViews):
+        teacher.build_view_cache(dataset, Path(cfg.teacher_cache_dir or run_dir), progress, objective.teacher_stages)
+    elif teacher is not None and cfg.teacher_cache:
         teacher.build_cache(Path(cfg.teacher_cache_dir or run_dir), progress)
     optimizer = build_optimizer(model, cfg, list(objective.parameters()))
     scheduler = build_scheduler(optimizer, cfg, len(sampler))
     start_epoch, history, best, train_time = 0, [], -1.0, 0.0
+    untuned = ckpt.get("untuned") if ckpt is not None else untuned_baseline(cfg, data, val_samples, device, run_dir)
+    if untuned and "val_recall@1" in untuned:
+        best = untuned["val_recall@1"]  # fine-tuned epochs must beat the untuned features to be selected
     if ckpt is not None:
         objective.load_state_dict(ckpt["objective"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -232,14 +315,14 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
                 "config": cfg.to_dict(), "history": history, "rng": rng_state(), "best_val_recall": best,
                 "train_time_s": train_time, "data": {"name": data.name, **data.summary()},
                 "objective": objective.state_dict(), "losses": {"task": cfg.loss, "distill": list(cfg.distill)},
-                **({"teacher": teacher.record()} if teacher else {})}
+                "untuned": untuned, **({"teacher": teacher.record()} if teacher else {})}
 
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch))
-        sampler.set_epoch(epoch)
+        batches.set_epoch(epoch)
         t0 = time.perf_counter()
         stats = train_one_epoch(model, loader, objective, optimizer, scheduler, device, epoch, progress,
-                                teacher, cfg.image_size)
+                                teacher, cfg.image_size, cfg.mixup)
         train_time += time.perf_counter() - t0
         row = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in stats.items()}, "lr": scheduler.get_last_lr()[-1]}
         if val_samples:
@@ -260,14 +343,21 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
     # Final numbers come from the selected model: best on validation classes, else the last epoch.
     selected = "last"
     if val_samples and (run_dir / "best.pt").exists():
-        model = model_from_checkpoint(load_checkpoint(run_dir / "best.pt")).to(device)
-        selected = "best (validation classes)"
+        best_ckpt = load_checkpoint(run_dir / "best.pt")
+        model = model_from_checkpoint(best_ckpt).to(device)
+        selected = ("untuned pretrained features (no fine-tuned epoch beat them on the validation classes)"
+                    if best_ckpt.get("untuned_features") else "best (validation classes)")
     test = evaluate_split(model, data.test, cfg, device, ks=data.recall_ks, dataset=data.name,
                           domains=data.domains, progress=progress)
+    if teacher is not None:  # phone queries (student) against a server gallery embedded by the teacher
+        test.update(asymmetric_metrics(model, teacher, objective, data, cfg.image_size, cfg.eval_resize, device))
+    if untuned:
+        _say_untuned(untuned, test, selected)
     results = {"run_dir": str(run_dir), "selected": selected, "test": test, "model": model.model_info(),
                "complexity": complexity(model.cpu(), cfg.image_size), "train_time_s": round(train_time, 1),
-               "epochs": cfg.epochs, "data": {"name": data.name, **data.summary()}, "device": str(device),
+               "epochs": cfg.epochs, **steps, "data": {"name": data.name, **data.summary()}, "device": str(device),
                "losses": {"task": cfg.loss, "distill": list(cfg.distill)}, "unlabeled_images": n_unlabeled,
+               **({"untuned": untuned["test"]} if untuned else {}),
                **({"teacher": teacher.record()} if teacher else {})}
     write_json_atomic(run_dir / "results.json", results)
     return results

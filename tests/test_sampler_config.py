@@ -12,15 +12,52 @@ def _labels(n_classes=10, per=5):
     return [c for c in range(n_classes) for _ in range(per)]
 
 
-def test_pk_batches_have_p_classes_k_images():
+@pytest.mark.parametrize("epoch_pass,expected", [("classes", 2), ("images", 5)])
+def test_pk_batches_have_p_classes_k_images(epoch_pass, expected):
     labels = _labels()
-    s = PKBatchSampler(labels, classes_per_batch=4, images_per_class=3, seed=1)
+    s = PKBatchSampler(labels, classes_per_batch=4, images_per_class=3, seed=1, epoch_pass=epoch_pass)
     batches = list(s)
-    assert len(batches) == len(s) == 2  # 10 classes // 4
+    # classes: 10 classes // 4; images: 2 groups of 3 per class of 5 (the 2nd overlapping) = 20 // 4
+    assert len(batches) == len(s) == expected
     for b in batches:
         counts = Counter(labels[i] for i in b)
         assert len(counts) == 4 and set(counts.values()) == {3}
         assert len(set(b)) == len(b)  # no image twice when a class has enough
+
+
+def test_an_epoch_is_one_pass_over_the_images_of_a_folder_data_set(tmp_path):
+    """Many images per class (as CUB): an epoch is images // (P*K) batches that together show every
+    training image once, up to the P*K rounding, not one batch per pass over the classes."""
+    from conftest import make_shapes_dataset
+
+    from mobile_distill.data import create_dataset
+
+    root = make_shapes_dataset(tmp_path / "many", n_classes=10, per_class=23, size=8)
+    # uneven classes too: drop some images from two training classes
+    for victim, keep in (("class_00", 7), ("class_02", 16)):
+        for p in sorted((root / victim).iterdir())[keep:]:
+            p.unlink()
+    train = create_dataset(f"folder:{root}", progress=False).train
+    labels = [y for _, y in train]
+    p, k = 3, 4
+    s = PKBatchSampler(labels, classes_per_batch=p, images_per_class=k, seed=0)
+    # groups of K per class: 2 + 4 + 6 + 6 + 6 = 24 -> 8 batches of 3 groups (~ 92 images // 12 = 7),
+    # not 5 classes // 3 = 1 batch as a pass over the classes would be
+    assert len(s) == 8 and len(train) == 92
+    assert len(PKBatchSampler([0] * 8 + [1] * 8 + [2] * 8, 2, 4)) == 3  # 24 images // 8: 6 groups // 2
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        batches = list(s)
+        assert len(batches) == len(s)
+        seen = Counter(i for b in batches for i in b)
+        for b in batches:
+            counts = Counter(labels[i] for i in b)
+            assert len(counts) == p and set(counts.values()) == {k}
+        # every image once; the rounding leaves fewer than P*K unseen, and repeats only to fill
+        # the last group of a class whose size is not a multiple of K
+        assert len(train) - len(seen) < p * k
+        assert max(seen.values()) <= 2 and sum(v - 1 for v in seen.values()) < len(set(labels)) * k
+    assert len(PKBatchSampler(labels, p, k, epoch_pass="classes")) == 1  # the old definition
 
 
 def test_pk_deterministic_per_seed_and_epoch():
@@ -39,7 +76,7 @@ def test_pk_small_classes_and_fixed_length():
     labels = [0, 1, 1, 2, 2, 2]
     s = PKBatchSampler(labels, 2, 3, seed=0, batches_per_epoch=7)
     batches = list(s)
-    assert len(batches) == 7
+    assert len(batches) == 7  # more than one pass: passes restart
     for b in batches:
         counts = Counter(labels[i] for i in b)
         assert len(counts) == 2 and set(counts.values()) == {3}

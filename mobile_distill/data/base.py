@@ -25,6 +25,8 @@ class DatasetSplits:
         train: labelled samples of the training classes.
         test: labelled samples of the unseen test classes (never used for model selection).
         unlabeled: image paths without labels (a transfer set for distillation).
+        unlabeled_classes: optional, per unlabeled image, the training class it is a variant of
+            (e.g. an emoji's skin tones); lets tests prove the pool never touches a test class.
         class_names: global class id -> readable name.
         recall_ks: the K of Recall@K this data set is usually reported with.
         domains: optional per-test-sample domain tag (e.g. the emoji vendor) for cross-domain recall.
@@ -36,6 +38,7 @@ class DatasetSplits:
     train: List[Sample]
     test: List[Sample]
     unlabeled: List[str] = field(default_factory=list)
+    unlabeled_classes: Optional[List[int]] = None
     class_names: Dict[int, str] = field(default_factory=dict)
     recall_ks: Tuple[int, ...] = (1, 2, 4, 8)
     domains: Optional[List[str]] = None
@@ -106,6 +109,8 @@ def drop_bad_images(splits: DatasetSplits, progress: bool = True) -> int:
         splits.domains = [d for (p, _), d in zip(splits.test, splits.domains) if p not in bad]
     splits.train = [s for s in splits.train if s[0] not in bad]
     splits.test = [s for s in splits.test if s[0] not in bad]
+    if splits.unlabeled_classes is not None:
+        splits.unlabeled_classes = [c for p, c in zip(splits.unlabeled, splits.unlabeled_classes) if p not in bad]
     splits.unlabeled = [p for p in splits.unlabeled if p not in bad]
     return len(bad)
 
