@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,10 @@ PEERS = {"rkd": (0.5, 2, 8), "relaxed": (0.03, 0.1, 0.3), "darkrank": (0.3, 1, 3
 # The student alone: the same recipe without a teacher, trained with the triplet loss.
 ALONE = {"teacher": "", "distill": [], "unlabeled": "", "teacher_cache": False, "teacher_image_size": 0,
          "teacher_view": "augmented", "loss": "triplet"}
+
+
+ALONE_2X = "alone, 2x schedule"
+TUNED_DEFAULT = "tuning: default recipe"
 
 
 def peer_overrides(name: str, weight: float) -> dict:
@@ -86,9 +91,11 @@ def _csv(path: Path):
         return list(csv.DictReader(f))
 
 
-def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int, state: dict, scale: float):
-    """The rows of a block still to run, in order: alone and default over the seeds first, then
-    peer tuning, then each peer's best weight on the full schedule (once its tuning is done)."""
+def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int, state: dict, scale: float,
+              plateau_check: bool = True, peer_finals: bool = True):
+    """The rows of a block still to run, in order: alone and default over the seeds first, the
+    alone row at twice the schedule (seed 0), then peer tuning beside the default recipe on the
+    tuning schedule, then each peer's best weight on the full schedule (once its tuning is done)."""
     b = BLOCKS[block]
     recipe = load_yaml(b["student"])
     epochs = max(1, round(recipe["epochs"] * scale))
@@ -97,7 +104,7 @@ def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int,
     out = []
 
     def add(row, seed, overrides):
-        name = f"{row}-s{seed}".replace(" ", "_").replace(":", "").replace("+", "p")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{row}-s{seed}")
         out.append({"id": row_id(block, row, seed), "block": block, "row": row, "recipe": b["student"],
                     "runs_dir": str(runs_dir), "overrides": {**common, "teacher": teacher, **overrides, "seed": seed,
                                                              "name": name}})
@@ -105,15 +112,19 @@ def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int,
     for seed in seeds:
         add("alone", seed, ALONE)
         add("default recipe", seed, {})
+    if plateau_check:  # is the alone row's schedule long enough? the same row with twice the epochs
+        add(ALONE_2X, seeds[0], {**ALONE, "epochs": 2 * epochs, "eval_every": max(1, epochs // 5)})
     if b["peers"]:
         done = {r["id"]: r for r in state["runs"]}
         for name, weights in PEERS.items():
             tuned = []
+            if name == next(iter(PEERS)):  # the default recipe on the tuning schedule: the peers' yardstick
+                add(TUNED_DEFAULT, seeds[0], {"epochs": tune_epochs, "eval_every": max(1, tune_epochs // 5)})
             for w in weights:
                 row = f"tuning: triplet + {name}:{w:g}"
                 add(row, seeds[0], {**peer_overrides(name, w), "epochs": tune_epochs, "eval_every": max(1, tune_epochs // 5)})
                 tuned.append((done.get(row_id(block, row, seeds[0])), w))
-            if all(r is not None for r, _ in tuned):
+            if peer_finals and all(r is not None for r, _ in tuned):
                 best = max(tuned, key=lambda t: t[0]["test"]["recall@1"])[1]
                 add(f"peer: triplet + {name} (best weight {best:g})", seeds[0], peer_overrides(name, best))
     return out
@@ -193,10 +204,17 @@ def verdicts(table, teachers):
              "closure": (d - a) / (t - a) if t > a else None, "gain": d - a, "larger_seed_std": spread,
              "gain_over_twice_std": d - a > 2 * spread, "seeds": default["seeds"]}
         peers = [e for e in rows.values() if e["row"].startswith("peer:")]
+        yardstick = default
+        if not peers and TUNED_DEFAULT in rows:  # no full-schedule peer rows: compare on the tuning schedule
+            peers = [e for e in rows.values() if e["row"].startswith("tuning: triplet")]
+            yardstick = rows[TUNED_DEFAULT]
         if peers:
             best = max(peers, key=lambda e: e["recall@1"])
             v.update({"best_peer": best["row"], "best_peer_recall@1": best["recall@1"],
-                      "margin_over_best_peer": d - best["recall@1"]})
+                      "peer_comparison_row": yardstick["row"], "peer_comparison_epochs": yardstick["epochs"],
+                      "margin_over_best_peer": yardstick["recall@1"] - best["recall@1"]})
+        if ALONE_2X in rows:
+            v["alone_2x_recall@1"] = rows[ALONE_2X]["recall@1"]
         out[block] = v
     return out
 
@@ -219,7 +237,10 @@ def markdown(state) -> str:
                   f"Closure of the default recipe: **{100 * v['closure']:.0f} %** "
                   f"(gain {100 * v['gain']:.1f} points vs larger seed std {100 * v['larger_seed_std']:.1f})"
                   + (f"; best peer {v['best_peer']} {100 * v['best_peer_recall@1']:.1f} "
-                     f"({100 * v['margin_over_best_peer']:+.1f} points for the default)." if "best_peer" in v else "."), ""]
+                     f"({100 * v['margin_over_best_peer']:+.1f} points for the default recipe, both at "
+                     f"{v['peer_comparison_epochs']} epochs)" if "best_peer" in v else "")
+                  + (f"; the alone row at twice the schedule: {100 * v['alone_2x_recall@1']:.1f}"
+                     if "alone_2x_recall@1" in v else "") + ".", ""]
     lines += ["| block | row | seeds | R@1 | R@2 | R@4 | R@8 | MAP@R | cross-vendor R@1 | asym R@1 | params | px | epochs (steps) | train s |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in state["table"]:
@@ -240,15 +261,16 @@ def plot_curves(runs, teachers, path: Path) -> None:
     blocks = [b for b in teachers if any(r["block"] == b for r in runs)]
     fig, axes = plt.subplots(1, len(blocks), figsize=(6 * len(blocks), 4.2), squeeze=False)
     for ax, block in zip(axes[0], blocks):
-        for row, colour in (("alone", "tab:gray"), ("default recipe", "tab:blue")):
+        for row, colour in (("alone", "tab:gray"), (ALONE_2X, "tab:olive"), ("default recipe", "tab:blue")):
             curves = [r["curve"] for r in runs if r["block"] == block and r["row"] == row and r["curve"]]
             if not curves:
                 continue
             epochs = [e for e, _ in curves[0]]
             values = np.array([[100 * v for _, v in c] for c in curves if len(c) == len(epochs)])
             mean, std = values.mean(0), values.std(0)
-            ax.plot(epochs, mean, color=colour, label=f"{'distilled (default recipe)' if row != 'alone' else 'alone'} "
-                                                       f"({len(values)} seeds)")
+            label = {"default recipe": "distilled (default recipe)"}.get(row, row)
+            ax.plot(epochs, mean, color=colour, ls="--" if row == ALONE_2X else "-",
+                    label=f"{label} ({len(values)} seed{'s' if len(values) > 1 else ''})")
             ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2)
         ax.axhline(100 * teachers[block]["recall@1"], color="tab:red", ls="--", label="teacher")
         ax.set(title=f"{block}: {teachers[block]['student_arch']} student", xlabel="epoch (one pass over the labelled images)",
@@ -284,6 +306,9 @@ def main():
     p.add_argument("--tune-epochs", type=int, default=30, help="schedule of the peer-weight tuning rows")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply the recipes' epochs (quick looks)")
     p.add_argument("--jobs", type=int, default=2, help="rows at a time (one thread each)")
+    p.add_argument("--no-plateau-check", action="store_true", help="skip the alone row at twice the schedule")
+    p.add_argument("--no-peer-finals", action="store_true",
+                   help="compare the peers with the default recipe on the tuning schedule only")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_emoji.json"))
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "table"))
     args = p.parse_args()
@@ -306,8 +331,8 @@ def main():
         teachers[block] = state.get("teachers", {}).get(block) or teacher_record(path, BLOCKS[block]["student"])
         while True:  # peer rows at full schedule appear once their tuning rows are done
             done = {r["id"] for r in state["runs"]}
-            todo = [s for s in specs_for(block, path, seeds, runs_dir, args.tune_epochs, state, args.epochs_scale)
-                    if s["id"] not in done]
+            todo = [s for s in specs_for(block, path, seeds, runs_dir, args.tune_epochs, state, args.epochs_scale,
+                                         not args.no_plateau_check, not args.no_peer_finals) if s["id"] not in done]
             if not todo:
                 break
             print(f"{block}: {len(todo)} rows to run", flush=True)

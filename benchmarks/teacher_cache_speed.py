@@ -46,6 +46,8 @@ def main():
     p.add_argument("--teacher", required=True)
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--cache-dir", help="reuse teacher caches from here (e.g. the distillation table's runs/table/cache); "
+                                       "the build times then only count what was missing")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "teacher_cache_speed.json"))
     args = p.parse_args()
     import torch
@@ -53,7 +55,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="cache_speed_"))
     recipe = load_yaml("student_emoji")
     base = {**recipe, "epochs": 1, "batches_per_epoch": args.batches, "eval_every": 0, "teacher": args.teacher,
-            "out_dir": str(work), "teacher_cache_dir": str(work / "cache")}
+            "out_dir": str(work), "teacher_cache_dir": args.cache_dir or str(work / "cache")}
     builds = {}
     for mode, extra in MODES.items():  # build every cache first, so the timed runs only read them
         cfg = {**base, **extra}
@@ -74,7 +76,8 @@ def main():
            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "train_time_s": times, "images_per_s": speed,
            "vs_live_float32": {m: round(v / live, 2) for m, v in speed.items()},
-           "cache_build_s_incl_one_batch": builds, "cache_views": recipe["cache_views"]}
+           "cache_build_s_incl_one_batch": builds, "cache_reused_from": args.cache_dir and "given --cache-dir",
+           "cache_views": recipe["cache_views"]}
     write_json_atomic(args.out, out)
     for m, v in speed.items():
         print(f"{m:55s} {v:7.1f} images/s  ({out['vs_live_float32'][m]:.2f}x)")

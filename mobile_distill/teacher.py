@@ -139,21 +139,29 @@ class Teacher:
         ``__call__(..., views=...)``. Returns the embeddings file."""
         stages = tuple(sorted(int(s) for s in stages))
         key = "|".join(["views", self.sha256, str(self.image_size), repr(views.transform), str(views.views),
-                        str(views.seed), str(self.autocast), repr(stages), *(p for p, _ in self.samples)])
+                        str(views.seed), str(self.autocast), *(p for p, _ in self.samples)])
         tag = file_tag(key)
         cache_dir = Path(cache_dir)
-        files = {"emb": cache_dir / f"teacher_views-{tag}.npy",
-                 **{s: cache_dir / f"teacher_views-{tag}-stage{s}.npy" for s in stages}}
+
+        def files(wanted):
+            return {"emb": cache_dir / f"teacher_views-{tag}.npy",
+                    **{s: cache_dir / f"teacher_views-{tag}-stage{s}.npy" for s in wanted}}
+
         meta_path = cache_dir / f"teacher_views-{tag}.json"
-        fresh = meta_path.exists() and json.loads(meta_path.read_text()).get("key") == tag
-        if not (fresh and all(f.exists() for f in files.values())):
-            self._write_view_cache(views, files, stages, progress, batch_size)
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        have = tuple(meta.get("stages", ())) if meta.get("key") == tag else None
+        # One cache serves every loss combination: a run that needs maps the cache lacks rebuilds it
+        # with the union of stages, so runs needing fewer maps (or none) reuse it as it is.
+        if have is None or not set(stages) <= set(have) or not all(f.exists() for f in files(stages).values()):
+            have = tuple(sorted(set(stages) | set(have or ())))
+            self._write_view_cache(views, files(have), have, progress, batch_size)
             write_json_atomic(meta_path, {"key": tag, "dataset": self.dataset, "teacher": str(self.path),
                                           "teacher_sha256": self.sha256, "images": len(self.samples),
-                                          "views": views.views, "stages": list(stages)})
-        self.cache = np.load(files["emb"], mmap_mode="r")
-        self.map_cache = {s: np.load(files[s], mmap_mode="r") for s in stages}
-        return files["emb"]
+                                          "views": views.views, "stages": list(have)})
+        loaded = files(stages)
+        self.cache = np.load(loaded["emb"], mmap_mode="r")
+        self.map_cache = {s: np.load(loaded[s], mmap_mode="r") for s in stages}
+        return loaded["emb"]
 
     @torch.no_grad()
     def _write_view_cache(self, views, files: Dict, stages: Tuple[int, ...], progress: bool, batch_size: int) -> None:

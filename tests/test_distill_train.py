@@ -126,6 +126,17 @@ def test_view_cache_holds_the_teachers_outputs_on_the_replayed_views(shapes, tea
     assert torch.allclose(emb_live, emb_cached, atol=1e-5)
     assert torch.allclose(maps_live[stage], maps_cached[stage], rtol=1e-2, atol=1e-2)  # stored as float16
 
+    # One cache serves every loss combination: fewer maps reuse it, more maps grow it once.
+    stamp = path.stat().st_mtime_ns
+    again = Teacher(teacher, samples, "cpu", image_size=40)
+    assert again.build_view_cache(views, tmp_path, progress=False) == path and path.stat().st_mtime_ns == stamp
+    grown = Teacher(teacher, samples, "cpu", image_size=40)
+    grown.build_view_cache(views, tmp_path, progress=False, stages=(stage - 1,))
+    meta = json.loads(next(tmp_path.glob("teacher_views-*.json")).read_text())
+    assert meta["stages"] == [stage - 1, stage] and path.stat().st_mtime_ns != stamp
+    _, maps_grown = grown(crops * 0, index, (stage - 1,), which)
+    assert torch.allclose(maps_grown[stage - 1], live(crops, index, (stage - 1,))[1][stage - 1], rtol=1e-2, atol=1e-2)
+
 
 def test_view_cache_and_hint_train_and_resume_bit_identical(shapes, teacher, tmp_path):
     extra = {"epochs": 4, "batches-per-epoch": 12, "image-size": 48, "teacher-image-size": 56, "cache-views": 3,

@@ -240,9 +240,10 @@ def license_text(vendors: Iterable[str], version_line: str) -> str:
     lines = ["# Emoji images: licences and attribution", "", version_line, ""]
     for key in vendors:
         v = VENDORS[key]
+        change = "copied as published (64 px PNG)" if v.kind == "datasource" else "rasterised from SVG to 64 px PNG"
         lines.append(f"- {key}/: {v.license}; from npm {v.package}@{v.version}; the package's own licence "
-                     f"file is {key}/{v.license_file}. Changed here only by rasterising (SVG) and, when "
-                     f"loaded, compositing onto white.")
+                     f"file is {key}/{v.license_file}. Changed here only: {change}, composited onto white "
+                     f"when loaded.")
     closed = [k for k in vendors if not VENDORS[k].open_license]
     if closed:
         lines += ["", CAVEAT.format(names=", ".join(closed))]
