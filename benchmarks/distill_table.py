@@ -135,9 +135,13 @@ def cache_group(spec: dict) -> str:
     o = spec["overrides"]
     if not o.get("teacher") or not o.get("teacher_cache", load_yaml(spec["recipe"]).get("teacher_cache")):
         return ""
-    names = sorted(d.split(":")[0] for d in o.get("distill", load_yaml(spec["recipe"]).get("distill", [])))
-    maps = [n for n in names if n in ("hint", "attention")]
-    return f"{o['teacher']}|{'+'.join(maps)}"
+    return o["teacher"]
+
+
+def map_stages(spec: dict) -> int:
+    """How many teacher feature maps a row caches (attention: two stages by default, hint: one)."""
+    names = {d.split(":")[0] for d in spec["overrides"].get("distill", load_yaml(spec["recipe"]).get("distill", []))}
+    return 2 * ("attention" in names) + ("hint" in names)
 
 
 def run_specs(todo, state, out: Path, jobs: int):
@@ -159,11 +163,15 @@ def run_specs(todo, state, out: Path, jobs: int):
         write_json_atomic(out, state)
         print(f"    {result['id']}: recall@1 {result['test']['recall@1']:.4f} ({result['wall_time_s']:.0f} s)", flush=True)
 
-    seen, first, rest = set(), [], []
+    # One cache file per teacher serves every row (it holds the union of the maps the rows need), so
+    # the row needing the most maps builds it, with every thread, before the others read it.
+    first = {}
     for spec in todo:
         group = cache_group(spec)
-        (first if group and group not in seen else rest).append(spec)
-        seen.add(group)
+        if group and (group not in first or map_stages(spec) > map_stages(first[group])):
+            first[group] = spec
+    first = list(first.values())
+    rest = [s for s in todo if not any(s is f for f in first)]
     for spec in first:  # builds a cache with every thread; later rows only read it
         print(f"[cache] {spec['id']}", flush=True)
         record(launch(spec, jobs))
@@ -309,6 +317,8 @@ def main():
     p.add_argument("--no-plateau-check", action="store_true", help="skip the alone row at twice the schedule")
     p.add_argument("--no-peer-finals", action="store_true",
                    help="compare the peers with the default recipe on the tuning schedule only")
+    p.add_argument("--rows", default="", help="run only the rows whose name matches this regular expression "
+                   "(the summary still covers every row in the JSON)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_emoji.json"))
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "table"))
     args = p.parse_args()
@@ -332,7 +342,8 @@ def main():
         while True:  # peer rows at full schedule appear once their tuning rows are done
             done = {r["id"] for r in state["runs"]}
             todo = [s for s in specs_for(block, path, seeds, runs_dir, args.tune_epochs, state, args.epochs_scale,
-                                         not args.no_plateau_check, not args.no_peer_finals) if s["id"] not in done]
+                                         not args.no_plateau_check, not args.no_peer_finals)
+                    if s["id"] not in done and re.search(args.rows, s["row"])]
             if not todo:
                 break
             print(f"{block}: {len(todo)} rows to run", flush=True)

@@ -47,7 +47,10 @@ def test_every_format_passes_the_default_gate(exported):
         row = _row(report, fmt, precision)
         assert row["status"] == "passed"
         assert (out / row["file"]).is_file() and row["size_bytes"] == (out / row["file"]).stat().st_size
-        assert row["parity"]["images"] == 32 and row["parity"]["mean_pairwise_cosine"] < 0.9
+        # Distinct embeddings per image, so parity means something: well below the gate's 0.999
+        # "degenerate" line. The exact value of a seconds-trained net varies with the CPU and thread
+        # count (0.49-0.97 seen for the same seed), so the bound is loose.
+        assert row["parity"]["images"] == 32 and row["parity"]["mean_pairwise_cosine"] < 0.99
     assert _row(report, "onnx", "float32")["parity"]["cosine_min"] > 0.99999
     assert _row(report, "tflite", "float32")["parity"]["max_abs_diff"] < 1e-4
     # Quantised files are smaller than the float32 one.
