@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobile_distill.config import load_yaml, make_config  # noqa: E402
+from mobile_distill.demo import ALONE_LR  # noqa: E402
 from mobile_distill.utils.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 BLOCKS = {
@@ -48,9 +49,10 @@ BLOCKS = {
 # Each peer added to the triplet loss at three weights (log-spaced; the loss scales differ).
 PEERS = {"rkd": (0.5, 2, 8), "relaxed": (0.03, 0.1, 0.3), "darkrank": (0.3, 1, 3), "hint": (0.3, 1, 3),
          "attention": (10, 30, 100)}
-# The student alone: the same recipe without a teacher, trained with the triplet loss.
+# The student alone: the same recipe and schedule without a teacher, trained with the triplet loss
+# at its own best learning rate (as in `mdistill demo`).
 ALONE = {"teacher": "", "distill": [], "unlabeled": "", "teacher_cache": False, "teacher_image_size": 0,
-         "teacher_view": "augmented", "loss": "triplet"}
+         "teacher_view": "augmented", "loss": "triplet", "lr": ALONE_LR, "backbone_lr": ALONE_LR}
 
 
 ALONE_2X = "alone, 2x schedule"

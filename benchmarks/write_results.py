@@ -61,8 +61,8 @@ def main():
     md = [
         "# Headline benchmark results", "",
         f"Produced by `bash benchmarks/run_all.sh` in **{args.wall_time_s / 60:.1f} min** on this machine. "
-        f"This run: {args.reused}. From scratch the suite also runs `make demo` (12.5 min here) and "
-        "the whole distillation table (99 min here, its own wall time below).", "",
+        f"This run: {args.reused}. From scratch the suite also runs `make demo` (16 min here) and "
+        "the whole distillation table (its own wall time below).", "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}.",
         "Tools: " + ", ".join(f"{k} {v}" for k, v in m["tools"].items()) + ".", "",
         "## Keras-native anchor (mobilenet_v1_025, float32 TFLite, batch 1)", "",

@@ -25,8 +25,11 @@ from .train import main as train
 from .utils.io import write_json_atomic
 
 # The demo's schedules (the recipes' own epochs are for the distillation table).
-DEMO_TEACHER = {"epochs": 4}
-DEMO_STUDENT = {"epochs": 24, "cache_views": 4}
+DEMO_TEACHER = {"epochs": 2}
+DEMO_STUDENT = {"epochs": 16, "cache_views": 3}
+# The student alone trains at its own best learning rate, not the distillation recipe's: on the
+# table's 80-epoch schedule 2e-3 gives MobileNet-0.25 24.8 Recall@1 and 5e-3 16.3 (seed 0).
+ALONE_LR = 2e-3
 COLUMNS = {"cross/mean/recall@1": "cross-vendor R@1", "asymmetric/recall@1": "asym R@1"}
 
 
@@ -50,7 +53,8 @@ def run(out_dir: str = "runs", progress: bool = True, teacher_overrides: Optiona
                               out_dir=out_dir, teacher=str(Path(teacher["run_dir"]) / "last.pt"))
     # The same recipe and schedule without the teacher: what distillation is measured against.
     alone_cfg = dataclasses.replace(student_cfg, name="student-alone", teacher="", distill=(), teacher_view="augmented",
-                                    teacher_cache=False, unlabeled="", teacher_image_size=0, loss=_alone_loss(student_cfg))
+                                    teacher_cache=False, unlabeled="", teacher_image_size=0, loss=_alone_loss(student_cfg),
+                                    lr=ALONE_LR, backbone_lr=ALONE_LR)
     alone = train(alone_cfg, progress=progress)
     distilled = train(student_cfg, progress=progress)
     s = student_cfg.model
