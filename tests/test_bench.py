@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_cli, train_tiny_student
 
-pytest.importorskip("litert_torch", reason="export extras not installed: pip install -e '.[export]'")
+import litert_torch  # noqa: F401,E402  (part of `make setup`: a broken install must fail, not skip)
 
 from mobile_distill.bench import BenchError, bench  # noqa: E402
 

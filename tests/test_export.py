@@ -12,7 +12,7 @@ import torch
 
 from conftest import run_cli, train_tiny_student
 
-pytest.importorskip("litert_torch", reason="export extras not installed: pip install -e '.[export]'")
+import litert_torch  # noqa: F401,E402  (part of `make setup`: a broken install must fail, not skip)
 
 from mobile_distill.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from mobile_distill.export import Thresholds, export, read_metadata  # noqa: E402

@@ -1,6 +1,7 @@
 package com.mobile_distill.core
 
 import org.junit.Assert.assertEquals
+import org.junit.Assert.assertTrue
 import org.junit.Test
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
@@ -62,6 +63,6 @@ class CardGalleryRetrievalTest {
         assertEquals(5, r.latencyMs.size)
         r.latencyMs.forEach { assertEquals(1.5, it, 1e-9) }
         assertEquals(3 * 4, r.embeddingBytes().size)
-        assert(r.resultJson().contains("\"embedding_dim\":1"))
+        assertTrue(r.resultJson().contains("\"embedding_dim\":1"))
     }
 }

@@ -3,6 +3,7 @@ package com.mobile_distill.core
 import org.json.JSONObject
 import org.junit.Assert.assertArrayEquals
 import org.junit.Assert.assertEquals
+import org.junit.Assert.assertTrue
 import org.junit.Assume.assumeTrue
 import org.junit.Test
 import java.io.File
@@ -28,7 +29,7 @@ class GoldenTest {
         val g = golden()
         val images = g.getJSONArray("images")
         val specs = g.getJSONArray("specs")
-        assert(images.length() > 0 && specs.length() > 0)
+        assertTrue(images.length() > 0 && specs.length() > 0)
         for (i in 0 until images.length()) {
             val img = images.getJSONObject(i)
             val w = img.getInt("width")
