@@ -1,0 +1,68 @@
+"""The distillation table's bookkeeping (benchmarks/distill_table.py): which rows it runs, with
+which settings, and how it turns rows into closure and the peer comparison. No training here."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def table():
+    spec = importlib.util.spec_from_file_location("distill_table", ROOT / "benchmarks" / "distill_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(specs):
+    return {(s["row"], s["overrides"]["seed"]): s["overrides"] for s in specs}
+
+
+def test_rows_share_schedule_and_alone_drops_the_teacher(table, tmp_path):
+    specs = table.specs_for("scratch", "t.pt", [0, 1, 2], tmp_path, 10, {"runs": []}, 1.0)
+    rows = _rows(specs)
+    epochs = rows[("default recipe", 0)]["epochs"]
+    assert {rows[("alone", s)]["epochs"] for s in (0, 1, 2)} == {epochs}  # same schedule as distilled
+    alone = rows[("alone", 1)]
+    assert alone["distill"] == [] and alone["unlabeled"] == "" and alone["loss"] == "triplet"
+    assert alone["lr"] == table.ALONE_LR
+    assert rows[(table.ALONE_2X, 0)]["epochs"] == 2 * epochs
+    tuning = [r for r in rows if r[0].startswith("tuning: triplet")]
+    assert len(tuning) == sum(len(w) for w in table.PEERS.values())
+    assert all(rows[r]["epochs"] == 10 for r in tuning) and rows[(table.TUNED_DEFAULT, 0)]["epochs"] == 10
+    assert not any(r[0].startswith("peer:") for r in rows)  # finals wait for their tuning rows
+    # the pretrained student alone keeps its recipe's learning rates (ImageNet backbone)
+    pre = _rows(table.specs_for("pretrained", "t.pt", [0], tmp_path, 10, {"runs": []}, 1.0))
+    assert "lr" not in pre[("alone", 0)] and not any(r[0].startswith("tuning") for r in pre)
+
+
+def test_peer_final_runs_the_best_tuned_weight(table, tmp_path):
+    done = [{"id": table.row_id("scratch", f"tuning: triplet + rkd:{w:g}", 0), "test": {"recall@1": r}}
+            for w, r in zip(table.PEERS["rkd"], (0.10, 0.30, 0.20))]
+    rows = _rows(table.specs_for("scratch", "t.pt", [0], tmp_path, 10, {"runs": done}, 1.0))
+    finals = [r for r in rows if r[0].startswith("peer:")]
+    best = table.PEERS["rkd"][1]
+    assert finals == [(f"peer: triplet + rkd (best weight {best:g})", 0)]
+    assert rows[finals[0]]["distill"] == [f"rkd:{best:g}"] and rows[finals[0]]["epochs"] == rows[("alone", 0)]["epochs"]
+
+
+def _run(row, seed, r1, epochs=80):
+    return {"block": "scratch", "row": row, "seed": seed, "test": {"recall@1": r1}, "params": 1, "gflops": 1,
+            "image_size": 64, "epochs": epochs, "optimizer_steps": 10, "train_time_s": 1.0}
+
+
+def test_verdicts_closure_spread_and_peer_margin(table):
+    runs = [_run("alone", s, r) for s, r in enumerate((0.20, 0.22, 0.24))]
+    runs += [_run("default recipe", s, r) for s, r in enumerate((0.50, 0.52, 0.54))]
+    runs += [_run("peer: triplet + hint (best weight 1)", 0, 0.40), _run("peer: triplet + rkd (best weight 2)", 0, 0.45)]
+    v = table.verdicts(table.summarise(runs), {"scratch": {"recall@1": 0.62}})["scratch"]
+    assert v["closure"] == pytest.approx((0.52 - 0.22) / (0.62 - 0.22))
+    assert v["larger_seed_std"] == pytest.approx(0.02) and v["gain_over_twice_std"]
+    assert v["best_peer"].startswith("peer: triplet + rkd") and v["margin_over_best_peer"] == pytest.approx(0.07)
+    # a gain inside twice the spread is flagged
+    noisy = [_run("alone", s, r) for s, r in enumerate((0.20, 0.40))] + [_run("default recipe", s, r)
+                                                                         for s, r in enumerate((0.30, 0.50))]
+    assert not table.verdicts(table.summarise(noisy), {"scratch": {"recall@1": 0.62}})["scratch"]["gain_over_twice_std"]
