@@ -255,16 +255,6 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
     sampler = PKBatchSampler(labels, pk_classes, cfg.images_per_class, seed=cfg.seed,
                              batches_per_epoch=cfg.batches_per_epoch, epoch_pass=cfg.epoch_pass,
                              unlabeled_per_batch=(cfg.unlabeled_per_batch or cfg.batch_size) if n_unlabeled else 0)
-    crop_size = max(cfg.image_size, cfg.teacher_image_size)  # cross-quality: crop at the teacher's size
-    transform = train_transform(crop_size, (cfg.crop_scale, 1.0), cfg.hflip, cfg.color_jitter)
-    if cfg.teacher and cfg.teacher_cache and cfg.teacher_view == "augmented":
-        # consistent and fast: the student trains on the very views whose teacher outputs are cached
-        dataset = ReplayedViews(samples, transform, cfg.cache_views, VIEW_CACHE_SEED, data.name)
-        batches = ViewBatches(sampler, cfg.cache_views, cfg.seed)
-    else:
-        dataset, batches = ImageDataset(samples, transform, data.name), sampler
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers)
-
     # student (or teacher being trained), frozen teacher, objective, optimiser
     if ckpt is not None:
         model = model_from_checkpoint(ckpt, str(resume))
@@ -278,6 +268,17 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
                           cfg.eval_resize, data.name, cfg.teacher_dtype)
         if ckpt is not None and ckpt.get("teacher", {}).get("sha256") not in (None, teacher.sha256):
             raise CheckpointError(f"teacher {cfg.teacher} changed since this run started (checksum differs)")
+    # Cross-quality: crop at the teacher's input size (--teacher-image-size, else its own) when it is
+    # the larger, so the teacher sees full resolution and the student a downsampled copy.
+    crop_size = max(cfg.image_size, teacher.image_size if teacher else 0)
+    transform = train_transform(crop_size, (cfg.crop_scale, 1.0), cfg.hflip, cfg.color_jitter)
+    if cfg.teacher and cfg.teacher_cache and cfg.teacher_view == "augmented":
+        # consistent and fast: the student trains on the very views whose teacher outputs are cached
+        dataset = ReplayedViews(samples, transform, cfg.cache_views, VIEW_CACHE_SEED, data.name)
+        batches = ViewBatches(sampler, cfg.cache_views, cfg.seed)
+    else:
+        dataset, batches = ImageDataset(samples, transform, data.name), sampler
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers)
     # Train-time modules (projections, regressors) are initialised from the seed alone, whatever ran before.
     torch.manual_seed(cfg.seed)
     task = metric_loss_from_config(cfg) if cfg.loss != "none" else None

@@ -222,6 +222,20 @@ def test_cross_quality(shapes, teacher, tmp_path):
     assert ckpt["teacher"]["image_size"] == 48 and ckpt["model"]["image_size"] == 32
 
 
+def test_cross_quality_crops_at_the_teachers_own_size_by_default(shapes, teacher, tmp_path):
+    """--teacher-image-size 0 means the teacher's own size (32 here), for the crop as well: the replayed
+    views, and so the teacher's cached outputs, are the same as with the size given explicitly."""
+    cache = tmp_path / "cache"
+    caches = []
+    for size in (0, 32, 24):
+        run_cli("train", *tiny_train_args(shapes, tmp_path, name=f"student-{size}", **{
+            "epochs": 1, "image-size": 24, "teacher": teacher, "distill": "absolute:1", "teacher-image-size": size,
+            "teacher-view": "augmented", "cache-views": 2, "teacher-cache-dir": cache}), "--teacher-cache")
+        caches.append(len([f for f in cache.glob("teacher_views-*.npy") if "-stage" not in f.name]))
+    # 0 and 32 share one cache; 24 (the teacher at the student's size) has its own
+    assert caches == [1, 1, 2]
+
+
 def test_student_kill_and_resume_is_bit_identical(shapes, teacher, tmp_path):
     extra = {"epochs": 5, "batches-per-epoch": 16, "image-size": 48}
     run_cli("train", *_student(shapes, tmp_path / "a", teacher, "absolute:1:center=true", "hint:0.5", **extra))
