@@ -14,9 +14,10 @@ Two blocks, each a teacher and a student recipe from ``mobile_distill/configs``:
 
 Rows per block: the student trained *alone* (the recipe minus the teacher, triplet loss) and the
 *default recipe*, each over ``--seeds``, on the same schedule; the scratch block also has the
-peers (RKD, relaxed contrastive, DarkRank, hint, attention), each added to the same triplet loss,
-on the same data, views and schedule: their weights are tuned first (seed 0, ``--tune-epochs``),
-then the best weight of each runs on the full schedule. Closure = (distilled - alone) /
+peers (RKD, relaxed contrastive, DarkRank, hint, attention), each added to the alone row's triplet
+loss at three weights and, for the embedding-level ones, also on its own in the default recipe's
+place, on the same data, views and pool: tuned first (seed 0, ``--tune-epochs``, beside the default
+recipe on that schedule), then the best variant of each runs on the full schedule. Closure = (distilled - alone) /
 (teacher - alone) at Recall@1. Rows run in subprocesses, ``--jobs`` at a time, one thread each;
 the table is resumable (rows in the JSON are skipped). Writes distill_emoji.json / .md and
 learning_curves.png (test Recall@1 against epoch, alone vs distilled) to benchmarks/results/.
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,9 @@ BLOCKS = {
 # Each peer added to the triplet loss at three weights (log-spaced; the loss scales differ).
 PEERS = {"rkd": (0.5, 2, 8), "relaxed": (0.03, 0.1, 0.3), "darkrank": (0.3, 1, 3), "hint": (0.3, 1, 3),
          "attention": (10, 30, 100)}
+# Peers that act on the embeddings can also train a student on their own (no label loss), as the
+# default recipe does; hint and attention only shape feature maps and leave the embedding head untrained.
+PURE_PEERS = ("rkd", "relaxed", "darkrank")
 # The student alone: the same recipe and schedule without a teacher, trained with the triplet loss
 # at its own best learning rate (as in `mdistill demo`).
 ALONE = {"teacher": "", "distill": [], "unlabeled": "", "teacher_cache": False, "teacher_image_size": 0,
@@ -69,10 +73,18 @@ ALONE_2X = "alone, 2x schedule"
 TUNED_DEFAULT = "tuning: default recipe"
 
 
-def peer_overrides(name: str, weight: float) -> dict:
-    # A peer row is the alone row's task loss and learning rate plus the peer's term, as the peers'
-    # papers report them, on the default recipe's views, pool and schedule.
-    return {"loss": "triplet", "lr": ALONE_LR, "backbone_lr": ALONE_LR, "distill": [f"{name}:{weight:g}"]}
+def peer_variants(name: str) -> list:
+    """The tuning rows of one peer, (row name, overrides): the alone row's task loss and learning rate
+    plus the peer's term at each weight, as the peers' papers report them; for embedding-level peers
+    also the peer's term alone in the default recipe's place (its learning rate). All on the default
+    recipe's views, pool and schedule."""
+    weights = PEERS[name]
+    rows = [(f"triplet + {name}:{w:g}", {"loss": "triplet", "lr": ALONE_LR, "backbone_lr": ALONE_LR,
+                                         "distill": [f"{name}:{w:g}"]}) for w in weights]
+    if name in PURE_PEERS:  # Adam makes a lone term's weight nearly irrelevant: one row
+        w = weights[len(weights) // 2]
+        rows.append((f"{name}:{w:g} alone, no label loss", {"loss": "none", "distill": [f"{name}:{w:g}"]}))
+    return rows
 
 
 def row_id(block: str, row: str, seed: int) -> str:
@@ -130,17 +142,16 @@ def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int,
         add(ALONE_2X, seeds[0], {**alone_overrides(block), "epochs": 2 * epochs, "eval_every": max(1, epochs // 5)})
     if b["peers"]:
         done = {r["id"]: r for r in state["runs"]}
-        for name, weights in PEERS.items():
+        tuning = {"epochs": tune_epochs, "eval_every": max(1, tune_epochs // 5)}
+        add(TUNED_DEFAULT, seeds[0], tuning)  # the default recipe on the tuning schedule: the peers' yardstick
+        for name in PEERS:
             tuned = []
-            if name == next(iter(PEERS)):  # the default recipe on the tuning schedule: the peers' yardstick
-                add(TUNED_DEFAULT, seeds[0], {"epochs": tune_epochs, "eval_every": max(1, tune_epochs // 5)})
-            for w in weights:
-                row = f"tuning: triplet + {name}:{w:g}"
-                add(row, seeds[0], {**peer_overrides(name, w), "epochs": tune_epochs, "eval_every": max(1, tune_epochs // 5)})
-                tuned.append((done.get(row_id(block, row, seeds[0])), w))
-            if peer_finals and all(r is not None for r, _ in tuned):
-                best = max(tuned, key=lambda t: t[0]["test"]["recall@1"])[1]
-                add(f"peer: triplet + {name} (best weight {best:g})", seeds[0], peer_overrides(name, best))
+            for row, overrides in peer_variants(name):
+                add(f"tuning: {row}", seeds[0], {**overrides, **tuning})
+                tuned.append((done.get(row_id(block, f"tuning: {row}", seeds[0])), row, overrides))
+            if peer_finals and all(r is not None for r, _, _ in tuned):
+                _, row, overrides = max(tuned, key=lambda t: t[0]["test"]["recall@1"])
+                add(f"peer: {row} (best of {len(tuned)})", seeds[0], overrides)
     return out
 
 
@@ -189,9 +200,10 @@ def run_specs(todo, state, out: Path, jobs: int):
     for spec in first:  # builds a cache with every thread; later rows only read it
         print(f"[cache] {spec['id']}", flush=True)
         record(launch(spec, jobs))
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for result in pool.map(lambda s: (print(f"[run] {s['id']}", flush=True), launch(s, 1))[1], rest):
-            record(result)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each row is saved as soon as it ends
+        futures = [pool.submit(lambda s: (print(f"[run] {s['id']}", flush=True), launch(s, 1))[1], s) for s in rest]
+        for future in as_completed(futures):
+            record(future.result())
 
 
 def summarise(runs):
@@ -228,7 +240,7 @@ def verdicts(table, teachers):
         peers = [e for e in rows.values() if e["row"].startswith("peer:")]
         yardstick = default
         if not peers and TUNED_DEFAULT in rows:  # no full-schedule peer rows: compare on the tuning schedule
-            peers = [e for e in rows.values() if e["row"].startswith("tuning: triplet")]
+            peers = [e for e in rows.values() if e["row"].startswith("tuning: ") and e["row"] != TUNED_DEFAULT]
             yardstick = rows[TUNED_DEFAULT]
         if peers:
             best = max(peers, key=lambda e: e["recall@1"])

@@ -30,23 +30,27 @@ def test_rows_share_schedule_and_alone_drops_the_teacher(table, tmp_path):
     assert alone["distill"] == [] and alone["unlabeled"] == "" and alone["loss"] == "triplet"
     assert alone["lr"] == table.ALONE_LR
     assert rows[(table.ALONE_2X, 0)]["epochs"] == 2 * epochs
-    tuning = [r for r in rows if r[0].startswith("tuning: triplet")]
-    assert len(tuning) == sum(len(w) for w in table.PEERS.values())
+    tuning = [r for r in rows if r[0].startswith("tuning: ") and r[0] != table.TUNED_DEFAULT]
+    assert len(tuning) == sum(len(w) for w in table.PEERS.values()) + len(table.PURE_PEERS)
     assert all(rows[r]["epochs"] == 10 for r in tuning) and rows[(table.TUNED_DEFAULT, 0)]["epochs"] == 10
+    pure = [rows[r] for r in tuning if rows[r]["loss"] == "none"]
+    assert sorted(p["distill"][0].split(":")[0] for p in pure) == sorted(table.PURE_PEERS)
     assert not any(r[0].startswith("peer:") for r in rows)  # finals wait for their tuning rows
     # the pretrained student alone keeps its recipe's learning rates (ImageNet backbone)
     pre = _rows(table.specs_for("pretrained", "t.pt", [0], tmp_path, 10, {"runs": []}, 1.0))
     assert "lr" not in pre[("alone", 0)] and not any(r[0].startswith("tuning") for r in pre)
 
 
-def test_peer_final_runs_the_best_tuned_weight(table, tmp_path):
-    done = [{"id": table.row_id("scratch", f"tuning: triplet + rkd:{w:g}", 0), "test": {"recall@1": r}}
-            for w, r in zip(table.PEERS["rkd"], (0.10, 0.30, 0.20))]
+def test_peer_final_runs_the_best_tuned_variant(table, tmp_path):
+    variants = table.peer_variants("rkd")
+    done = [{"id": table.row_id("scratch", f"tuning: {row}", 0), "test": {"recall@1": r}}
+            for (row, _), r in zip(variants, (0.10, 0.30, 0.20, 0.25))]
     rows = _rows(table.specs_for("scratch", "t.pt", [0], tmp_path, 10, {"runs": done}, 1.0))
     finals = [r for r in rows if r[0].startswith("peer:")]
     best = table.PEERS["rkd"][1]
-    assert finals == [(f"peer: triplet + rkd (best weight {best:g})", 0)]
+    assert finals == [(f"peer: triplet + rkd:{best:g} (best of 4)", 0)]
     assert rows[finals[0]]["distill"] == [f"rkd:{best:g}"] and rows[finals[0]]["epochs"] == rows[("alone", 0)]["epochs"]
+    assert rows[finals[0]]["lr"] == table.ALONE_LR and rows[finals[0]]["loss"] == "triplet"
 
 
 def _run(row, seed, r1, epochs=80):
