@@ -62,7 +62,9 @@ def test_verdicts_closure_spread_and_peer_margin(table):
     runs = [_run("alone", s, r) for s, r in enumerate((0.20, 0.22, 0.24))]
     runs += [_run("default recipe", s, r) for s, r in enumerate((0.50, 0.52, 0.54))]
     runs += [_run("peer: triplet + hint (best weight 1)", 0, 0.40), _run("peer: triplet + rkd (best weight 2)", 0, 0.45)]
+    runs += [_run(table.ALONE_2X, 0, 0.32, epochs=160)]
     v = table.verdicts(table.summarise(runs), {"scratch": {"recall@1": 0.62}})["scratch"]
+    assert v["closure_vs_alone_2x"] == pytest.approx((0.52 - 0.32) / (0.62 - 0.32))
     assert v["closure"] == pytest.approx((0.52 - 0.22) / (0.62 - 0.22))
     assert v["larger_seed_std"] == pytest.approx(0.02) and v["gain_over_twice_std"]
     assert v["best_peer"].startswith("peer: triplet + rkd") and v["margin_over_best_peer"] == pytest.approx(0.07)
