@@ -52,8 +52,9 @@ BLOCKS = {
     "pretrained": {"student": "student_emoji_lite0", "teacher_recipe": "teacher_emoji_large",
                    "teacher_arg": "large_teacher", "peers": False, "alone_lr": None},
 }
-# Each peer added to the triplet loss at three weights (log-spaced; the loss scales differ).
-PEERS = {"rkd": (0.5, 2, 8), "relaxed": (0.03, 0.1, 0.3), "darkrank": (0.3, 1, 3), "hint": (0.3, 1, 3),
+# Each peer added to the triplet loss at three or more weights (log-spaced; the loss scales differ;
+# hint got a fourth when its best weight sat at the edge of the grid).
+PEERS = {"rkd": (0.5, 2, 8), "relaxed": (0.03, 0.1, 0.3), "darkrank": (0.3, 1, 3), "hint": (0.3, 1, 3, 10),
          "attention": (10, 30, 100)}
 # Peers that act on the embeddings can also train a student on their own (no label loss), as the
 # default recipe does; hint and attention only shape feature maps and leave the embedding head untrained.
