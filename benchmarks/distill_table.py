@@ -17,9 +17,9 @@ Rows per block: the student trained *alone* (the recipe minus the teacher, tripl
 peers (RKD, relaxed contrastive, DarkRank, hint, attention), each added to the alone row's triplet
 loss at three weights and, for the embedding-level ones, also on its own in the default recipe's
 place, on the same data, views and pool: tuned first (seed 0, ``--tune-epochs``, beside the default
-recipe on that schedule), then the best variant of each runs on the full schedule. Closure = (distilled - alone) /
-(teacher - alone) at Recall@1. Rows run in subprocesses, ``--jobs`` at a time, one thread each;
-the table is resumable (rows in the JSON are skipped). Writes distill_emoji.json / .md and
+recipe on that schedule), then the best variant of each runs on the full schedule.
+Closure = (distilled - alone) / (teacher - alone) at Recall@1. Rows run in subprocesses,
+``--jobs`` at a time, one thread each; the table is resumable (rows in the JSON are skipped). Writes distill_emoji.json / .md and
 learning_curves.png (test Recall@1 against epoch, alone vs distilled) to benchmarks/results/.
 """
 
