@@ -200,11 +200,20 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
               help="Test images the parity gate runs on (whole classes; 0 = the whole test split).")
 @click.option("--calib-samples", type=int, default=256, show_default=True,
               help="Training images for static int8 calibration.")
-@click.option("--min-cos-fp32", type=float, default=0.9999, show_default=True)
-@click.option("--min-cos-fp16", type=float, default=0.999, show_default=True)
-@click.option("--max-int8-recall-drop", type=float, default=1.0, show_default=True, help="Recall@1 points.")
+@click.option("--min-cos-fp32", type=float, default=0.9999, show_default=True,
+              help="float32 gates on the per-image cosine to PyTorch alone.")
+@click.option("--min-cos-fp16", type=float, default=0.99, show_default=True,
+              help="A floor that catches broken float16 conversions (float16 gates on the figures below).")
+@click.option("--max-fp16-recall-drop", type=float, default=0.5, show_default=True,
+              help="Recall@1 points, symmetric and asymmetric (exported queries, PyTorch gallery).")
+@click.option("--min-fp16-agreement", type=float, default=0.98, show_default=True,
+              help="Fraction of queries whose nearest neighbour is PyTorch's, up to --agreement-eps.")
+@click.option("--max-int8-recall-drop", type=float, default=1.0, show_default=True,
+              help="Recall@1 points, symmetric and asymmetric (exported queries, PyTorch gallery).")
 @click.option("--min-int8-agreement", type=float, default=0.90, show_default=True,
-              help="Fraction of queries whose nearest neighbour is the same as PyTorch's.")
+              help="Fraction of queries whose nearest neighbour is PyTorch's, up to --agreement-eps.")
+@click.option("--agreement-eps", type=float, default=0.01, show_default=True,
+              help="A neighbour that PyTorch scores within this cosine of its own nearest counts as agreeing.")
 @click.option("--keep-failed", is_flag=True, help="Move files that fail the gate to OUT/failed/ instead of deleting them.")
 @click.option("--data", "data_spec", default=None, help="Data set for parity/calibration images (default: the checkpoint's).")
 @click.option("--name", default="student", show_default=True, help="File stem: NAME_float32.tflite, ...")
@@ -216,7 +225,8 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
 @click.option("--gallery-limit", type=int, default=None, help="With --android: at most this many gallery images.")
 @click.option("--quiet", is_flag=True, help="Only the table and the final line.")
 def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dtype, parity_samples, calib_samples,
-               min_cos_fp32, min_cos_fp16, max_int8_recall_drop, min_int8_agreement, keep_failed, data_spec, name,
+               min_cos_fp32, min_cos_fp16, max_fp16_recall_drop, min_fp16_agreement, max_int8_recall_drop,
+               min_int8_agreement, agreement_eps, keep_failed, data_spec, name,
                android_dir, gallery, gallery_limit, quiet):
     """Export CHECKPOINT to ONNX / TFLite / CoreML and gate every file on parity with PyTorch."""
     from .export import ExportError, Thresholds, export, format_report
@@ -227,7 +237,10 @@ def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dty
         if not sep or not prec:
             raise click.BadParameter(f"{item!r}: use FORMAT:PRECISION, e.g. tflite:int8", param_hint="--precision")
         wanted.setdefault(fmt.strip().lower(), []).append(prec.strip().lower())
-    thresholds = Thresholds(min_cos_fp32, min_cos_fp16, max_int8_recall_drop, min_int8_agreement)
+    thresholds = Thresholds(float32_cos_min=min_cos_fp32, float16_cos_min=min_cos_fp16,
+                            float16_recall_drop=max_fp16_recall_drop, float16_top1_agreement=min_fp16_agreement,
+                            int8_recall_drop=max_int8_recall_drop, int8_top1_agreement=min_int8_agreement,
+                            agreement_eps=agreement_eps)
     report = export(checkpoint, formats=formats, out_dir=out_dir, precisions=wanted, input_layout=input_layout,
                     input_dtype=input_dtype, parity_samples=parity_samples, calib_samples=calib_samples,
                     thresholds=thresholds, keep_failed=keep_failed, data=data_spec, name=name,

@@ -193,6 +193,21 @@ def test_cli_gate_failure_exits_nonzero_with_a_cross_line(trained, tmp_path):
     assert not (out / "student_float32.onnx").exists()
 
 
+def test_cli_float16_gates_on_agreement_with_the_stated_eps(trained, tmp_path):
+    # float16 gates on user loss; an impossible agreement fails it and the line states the ε given
+    out = tmp_path / "fp16"
+    proc = run_cli("export", trained["ckpt"], "--format", "tflite", "--precision", "tflite:float16", "--out", out,
+                   "--min-fp16-agreement", "1.01", "--agreement-eps", "0.02", "--parity-samples", "0", "--quiet",
+                   check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "✗ tflite float16: top-1 neighbour agreement" in proc.stdout and "within 0.02 cosine" in proc.stdout
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["thresholds"]["agreement_eps"] == 0.02 and report["thresholds"]["float16_top1_agreement"] == 1.01
+    parity = report["rows"][0]["parity"]
+    assert parity["recall@1_drop"] <= 0.5 and parity["asymmetric_recall@1_drop"] <= 0.5  # only the agreement failed
+    assert not (out / "student_float16.tflite").exists()
+
+
 def test_cli_export_success_prints_table_and_saved_to(trained, tmp_path):
     out = tmp_path / "ok"
     proc = run_cli("export", trained["ckpt"], "--format", "tflite", "--precision", "tflite:float32",

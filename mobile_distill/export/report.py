@@ -12,20 +12,21 @@ def _mb(row: Dict) -> str:
 
 
 def format_report(report: Dict) -> str:
-    header = ["format", "precision", "size MB", "cos min", "cos mean", "R@1 export", "R@1 torch", "top-1 agree",
-              "status"]
+    header = ["format", "precision", "size MB", "cos min", "cos mean", "R@1 export", "R@1 torch", "asym R@1",
+              "top-1 agree(ε)", "status"]
     body: List[List[str]] = []
     for r in report["rows"]:
         p = r.get("parity") or {}
         f = lambda k, spec: format(p[k], spec) if k in p else "-"  # noqa: E731
         body.append([r["format"], r["precision"], _mb(r), f("cosine_min", ".6f"), f("cosine_mean", ".6f"),
-                     f("recall@1_export", ".2f"), f("recall@1_pytorch", ".2f"), f("top1_class_agreement", ".3f"),
-                     MARK[r["status"]]])
+                     f("recall@1_export", ".2f"), f("recall@1_pytorch", ".2f"), f("asymmetric_recall@1", ".2f"),
+                     f("top1_agreement_eps", ".3f"), MARK[r["status"]]])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     out = [f"parity on {report['parity_images']} {report['dataset']} test images "
            f"(PyTorch Recall@1 {report['pytorch_recall@1']:.2f}); int8 calibrated on "
-           f"{report['calibration_images']} training images", line(header), line(["-" * w for w in widths])]
+           f"{report['calibration_images']} training images; asym = exported queries against the PyTorch "
+           f"gallery; ε = {report['thresholds'].get('agreement_eps', '-')} cosine", line(header), line(["-" * w for w in widths])]
     out += [line(b) for b in body]
     notes = []
     for r in report["rows"]:

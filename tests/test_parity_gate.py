@@ -1,0 +1,92 @@
+"""The parity gate's figures and per-precision rules on hand-built embeddings (no converter here:
+tests/test_export.py runs the real files through it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mobile_distill.export.parity import Thresholds, compare, gate
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _brute_recall_at_1(queries, gallery, labels):
+    q, g = _unit(queries).astype(np.float64), _unit(gallery).astype(np.float64)
+    hits = 0
+    for i in range(len(q)):
+        best, best_j = -np.inf, None
+        for j in range(len(g)):
+            if j != i and q[i] @ g[j] > best:
+                best, best_j = q[i] @ g[j], j
+        hits += labels[best_j] == labels[i]
+    return 100 * hits / len(q)
+
+
+def _clusters(seed=0, classes=12, per_class=4, spread=0.6, dim=16):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim))
+    labels = np.repeat(np.arange(classes), per_class)
+    return _unit(centres[labels] + spread * rng.normal(size=(len(labels), dim))), labels, rng
+
+
+def test_asymmetric_recall_is_exported_queries_against_the_pytorch_gallery():
+    ref, labels, rng = _clusters()
+    noisy = _unit(ref + 0.5 * rng.normal(size=ref.shape))
+    fig = compare(ref, noisy, labels)
+    assert fig["asymmetric_recall@1"] == pytest.approx(_brute_recall_at_1(noisy, ref, labels))
+    assert fig["recall@1_export"] == pytest.approx(_brute_recall_at_1(noisy, noisy, labels))
+    assert fig["recall@1_pytorch"] == pytest.approx(_brute_recall_at_1(ref, ref, labels))
+    # the three differ on this noise, so the test would see a swapped query/gallery side
+    assert len({fig["asymmetric_recall@1"], fig["recall@1_export"], fig["recall@1_pytorch"]}) == 3
+    assert fig["asymmetric_recall@1_drop"] == pytest.approx(fig["recall@1_pytorch"] - fig["asymmetric_recall@1"])
+
+
+def test_agreement_ignores_flips_between_near_tied_neighbours_only():
+    # query 0 has two neighbours PyTorch scores 0.002 apart (a tie for retrieval) and one far below
+    q = np.array([1.0, 0.0, 0.0])
+    a, b, far = _unit(np.array([[0.96, 0.28, 0.0], [0.959, 0.0, 0.2835], [0.6, 0.8, 0.0]]))
+    ref = np.stack([q, a, b, far]).astype(np.float32)
+    labels = np.array([0, 1, 1, 2])
+    # the exported query moves slightly towards b: its nearest becomes b instead of a
+    nudged = ref.copy()
+    nudged[0] = _unit(np.array([[1.0, 0.0, 0.02]]))[0]
+    fig = compare(ref, nudged, labels, eps=0.01)
+    assert fig["top1_agreement"] == 0.75 and fig["top1_agreement_eps"] == 1.0
+    assert compare(ref, nudged, labels, eps=0.0001)["top1_agreement_eps"] == 0.75  # ε is what forgives it
+    # moved towards the far neighbour instead: a real change, not forgiven
+    moved = ref.copy()
+    moved[0] = _unit(np.array([[0.5, 0.9, 0.0]]))[0]
+    far_fig = compare(ref, moved, labels, eps=0.01)
+    assert far_fig["top1_agreement_eps"] == far_fig["top1_agreement"] < 0.75
+
+
+def test_float16_gates_on_user_loss_not_on_a_tight_cosine():
+    ref, labels, rng = _clusters(spread=0.3, dim=64)
+    # small noise (cosine min ~0.9985, below the old 0.999 line) that leaves retrieval intact: passes,
+    # though near-tied neighbours swap (the strict agreement, ~0.94, would refuse it)
+    small = _unit(ref + 0.006 * rng.normal(size=ref.shape))
+    fig = compare(ref, small, labels)
+    assert fig["cosine_min"] < 0.999 and fig["recall@1_drop"] <= 0 and fig["asymmetric_recall@1_drop"] <= 0
+    assert fig["top1_agreement"] < 0.98 <= fig["top1_agreement_eps"]
+    assert gate(ref, small, labels, "float16").passed
+    assert not gate(ref, small, labels, "float32").passed  # float32 still demands the same numbers
+    # heavy noise: retrieval changes, and the failures name the figures
+    heavy = _unit(ref + 1.0 * rng.normal(size=ref.shape))
+    result = gate(ref, heavy, labels, "float16", Thresholds(float16_cos_min=0.0))
+    assert not result.passed
+    text = " ".join(result.failures)
+    assert "Recall@1 drop" in text and "asymmetric Recall@1 drop" in text and "top-1 neighbour agreement" in text
+
+
+def test_int8_thresholds_are_the_int8_ones():
+    ref, labels, rng = _clusters(spread=0.3)
+    heavy = _unit(ref + 1.0 * rng.normal(size=ref.shape))
+    fig = compare(ref, heavy, labels)
+    loose = Thresholds(int8_recall_drop=100, int8_top1_agreement=0.0, float16_recall_drop=0, float16_top1_agreement=1)
+    assert gate(ref, heavy, labels, "int8", loose).passed and gate(ref, heavy, labels, "weight_int8", loose).passed
+    strict = Thresholds(int8_recall_drop=fig["asymmetric_recall@1_drop"] - 0.01, int8_top1_agreement=0.0)
+    failures = gate(ref, heavy, labels, "dynamic_int8", strict).failures
+    assert any("asymmetric Recall@1 drop" in f for f in failures)
