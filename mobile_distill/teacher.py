@@ -31,7 +31,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data.base import Sample, load_image
 from .data.transforms import eval_transform
 from .errors import ConfigError
-from .utils.io import atomic_path, file_digest, write_json_atomic
+from .utils.io import atomic_path, file_digest, remove_stale_temps, write_json_atomic
 
 VIEWS = ("augmented", "clean")
 
@@ -173,6 +173,8 @@ class Teacher:
         n, v = len(self.samples), views.views
         keys = [(i, j) for i in range(n) for j in range(v)]
         loader = DataLoader(views, batch_size=batch_size, sampler=keys)
+        for f in files.values():
+            remove_stale_temps(f)  # a killed build's partial files
         with ExitStack() as stack:  # every file appears complete or not at all
             tmp = {name: stack.enter_context(atomic_path(f)) for name, f in files.items()}
             out: Dict = {}
@@ -197,6 +199,7 @@ class Teacher:
         tag = file_tag(key)
         path, meta_path = cache_dir / f"{prefix}-{tag}.npy", cache_dir / f"{prefix}-{tag}.json"
         if not (path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("key") == tag):
+            remove_stale_temps(path)
             with torch.no_grad():
                 emb = compute()
             with atomic_path(path) as tmp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -19,7 +20,8 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    # the writer's pid in the name lets remove_stale_temps tell a dead writer's leftovers from live ones
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}-", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp)
     # mkstemp creates 0600; give the final file the usual permissions (0666 minus umask).
@@ -32,6 +34,29 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temps(final: str | os.PathLike) -> list:
+    """Delete the temporary files of ``atomic_path(final)`` whose writer process is gone (a SIGKILL
+    skips the cleanup, and a teacher cache's leftovers are hundreds of MB); a live writer's stay."""
+    final = Path(final)
+    removed = []
+    for tmp in final.parent.glob(f".{glob.escape(final.name)}.*-*.tmp"):
+        pid = tmp.name[len(final.name) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
