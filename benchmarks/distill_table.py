@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -53,8 +54,8 @@ BLOCKS = {
                    "teacher_arg": "large_teacher", "peers": False, "alone_lr": None},
 }
 # Each peer added to the triplet loss at three or more weights (log-spaced; the loss scales differ;
-# hint got a fourth when its best weight sat at the edge of the grid).
-PEERS = {"rkd": (0.5, 2, 8), "relaxed": (0.03, 0.1, 0.3), "darkrank": (0.3, 1, 3), "hint": (0.3, 1, 3, 10),
+# hint got a fourth and a fifth while its best weight sat at the edge of the grid).
+PEERS = {"rkd": (0.5, 2, 8), "relaxed": (0.03, 0.1, 0.3), "darkrank": (0.3, 1, 3), "hint": (0.3, 1, 3, 10, 30),
          "attention": (10, 30, 100)}
 # Peers that act on the embeddings can also train a student on their own (no label loss), as the
 # default recipe does; hint and attention only shape feature maps and leave the embedding head untrained.
@@ -119,7 +120,7 @@ def _csv(path: Path):
 
 
 def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int, state: dict, scale: float,
-              plateau_check: bool = True, peer_finals: bool = True):
+              plateau_check: bool = False, peer_finals: bool = True):
     """The rows of a block still to run, in order: alone and default over the seeds first, the
     alone row at twice the schedule (seed 0), then peer tuning beside the default recipe on the
     tuning schedule, then each peer's best weight on the full schedule (once its tuning is done)."""
@@ -170,8 +171,34 @@ def map_stages(spec: dict) -> int:
     return 2 * ("attention" in names) + ("hint" in names)
 
 
+def schedule(todo):
+    """Launch order and each teacher's cache builder (the row needing the most feature maps). Builders
+    are queued first and rows without a cache next, so rows waiting for a cache never hold every worker
+    while a builder is still queued."""
+    builders = {}
+    for spec in todo:
+        group = cache_group(spec)
+        if group and (group not in builders or map_stages(spec) > map_stages(builders[group])):
+            builders[group] = spec
+    waiting = [s for s in todo if cache_group(s) and builders[cache_group(s)] is not s]
+    return list(builders.values()) + [s for s in todo if not cache_group(s)] + waiting, builders
+
+
+def epoch_done(spec: dict, since) -> bool:
+    """Has the row launched at ``since`` written its first epoch's metrics (into ``out_dir/name`` or the
+    ``name-2``, ... that training picks when that folder is taken)?"""
+    if since is None:
+        return False
+    o = spec["overrides"]
+    runs = [*Path(o["out_dir"]).glob(f"{o['name']}/metrics.csv"), *Path(o["out_dir"]).glob(f"{o['name']}-*/metrics.csv")]
+    return any(p.stat().st_mtime >= since for p in runs)
+
+
 def run_specs(todo, state, out: Path, jobs: int):
-    """Run rows in subprocesses; the first row of each teacher-cache group runs alone first."""
+    """Run rows in subprocesses, one thread each. One cache file per teacher serves every row (it holds
+    the union of the maps the rows need), so the row needing the most maps runs first and builds (or
+    reuses) it; the other rows of that teacher wait until it has trained an epoch, while rows without
+    a teacher cache run beside it."""
     def launch(spec, threads):
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -182,29 +209,34 @@ def run_specs(todo, state, out: Path, jobs: int):
             return None
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    def record(result):
-        if result is None:
-            return
-        state["runs"].append(result)
-        write_json_atomic(out, state)
-        print(f"    {result['id']}: recall@1 {result['test']['recall@1']:.4f} ({result['wall_time_s']:.0f} s)", flush=True)
+    order, builders = schedule(todo)
+    built = {group: threading.Event() for group in builders}
+    started = {}  # builder id -> launch time
+    # a builder with nothing to run beside it gets every thread
+    builder_threads = 1 if any(not cache_group(s) for s in todo) else jobs
 
-    # One cache file per teacher serves every row (it holds the union of the maps the rows need), so
-    # the row needing the most maps builds it, with every thread, before the others read it.
-    first = {}
-    for spec in todo:
+    def run(spec):
         group = cache_group(spec)
-        if group and (group not in first or map_stages(spec) > map_stages(first[group])):
-            first[group] = spec
-    first = list(first.values())
-    rest = [s for s in todo if not any(s is f for f in first)]
-    for spec in first:  # builds a cache with every thread; later rows only read it
-        print(f"[cache] {spec['id']}", flush=True)
-        record(launch(spec, jobs))
+        is_builder = bool(group) and builders[group] is spec
+        if group and not is_builder:  # until the builder ends or has trained an epoch (its cache is complete)
+            while not built[group].wait(10) and not epoch_done(builders[group], started.get(builders[group]["id"])):
+                pass
+        print(f"[{'cache' if is_builder else 'run'}] {spec['id']}", flush=True)
+        started[spec["id"]] = time.time()
+        try:
+            return launch(spec, builder_threads if is_builder else 1)
+        finally:
+            if is_builder:  # also on failure: the next row then builds the cache itself
+                built[group].set()
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # each row is saved as soon as it ends
-        futures = [pool.submit(lambda s: (print(f"[run] {s['id']}", flush=True), launch(s, 1))[1], s) for s in rest]
-        for future in as_completed(futures):
-            record(future.result())
+        for future in as_completed([pool.submit(run, s) for s in order]):
+            result = future.result()
+            if result is None:
+                continue
+            state["runs"].append(result)
+            write_json_atomic(out, state)
+            print(f"    {result['id']}: recall@1 {result['test']['recall@1']:.4f} ({result['wall_time_s']:.0f} s)", flush=True)
 
 
 def summarise(runs):
@@ -221,8 +253,23 @@ def summarise(runs):
             if values:
                 e[k] = statistics.mean(values)
                 e[k + "_std"] = statistics.stdev(values) if len(values) > 1 else None
+        curves = [r["curve"] for r in rs if r.get("curve")]
+        if curves and all([p[0] for p in c] == [p[0] for p in curves[0]] for c in curves):  # mean over seeds
+            e["curve"] = [(point[0], statistics.mean(c[i][1] for c in curves)) for i, point in enumerate(curves[0])]
         table.append(e)
     return table
+
+
+def plateau(alone: dict) -> dict:
+    """Has the student alone stopped improving? Its mean curve's change over the last third of the
+    schedule (from the evaluation nearest two thirds of it to the end), called a plateau under 1 point."""
+    curve = alone.get("curve")
+    if not curve or len(curve) < 3:
+        return {}
+    last = curve[-1][0]
+    epoch, start = min(curve[:-1], key=lambda point: abs(point[0] - 2 * last / 3))
+    change = curve[-1][1] - start
+    return {"alone_last_third_from_epoch": epoch, "alone_last_third_change": change, "alone_plateaued": change < 0.01}
 
 
 def verdicts(table, teachers):
@@ -237,7 +284,7 @@ def verdicts(table, teachers):
         spread = max(alone.get("recall@1_std") or 0.0, default.get("recall@1_std") or 0.0)
         v = {"teacher_recall@1": t, "alone_recall@1": a, "default_recall@1": d,
              "closure": (d - a) / (t - a) if t > a else None, "gain": d - a, "larger_seed_std": spread,
-             "gain_over_twice_std": d - a > 2 * spread, "seeds": default["seeds"]}
+             "gain_over_twice_std": d - a > 2 * spread, "seeds": default["seeds"], **plateau(alone)}
         peers = [e for e in rows.values() if e["row"].startswith("peer:")]
         yardstick = default
         if not peers and TUNED_DEFAULT in rows:  # no full-schedule peer rows: compare on the tuning schedule
@@ -275,6 +322,9 @@ def markdown(state) -> str:
                   + (f"; best peer {v['best_peer']} {100 * v['best_peer_recall@1']:.1f} "
                      f"({100 * v['margin_over_best_peer']:+.1f} points for the default recipe, both at "
                      f"{v['peer_comparison_epochs']} epochs)" if "best_peer" in v else "")
+                  + (f"; the student alone changes by {100 * v['alone_last_third_change']:+.1f} points over the last "
+                     f"third of its schedule (from epoch {v['alone_last_third_from_epoch']}: "
+                     f"{'plateaued' if v['alone_plateaued'] else 'still rising'})" if "alone_plateaued" in v else "")
                   + (f"; the alone row at twice the schedule: {100 * v['alone_2x_recall@1']:.1f} (closure against it "
                      f"{100 * v['closure_vs_alone_2x']:.0f} %)" if v.get("closure_vs_alone_2x") is not None else "") + ".", ""]
     lines += ["| block | row | seeds | R@1 | R@2 | R@4 | R@8 | MAP@R | cross-vendor R@1 | asym R@1 | params | px | epochs (steps) | train s |",
@@ -297,7 +347,9 @@ def plot_curves(runs, teachers, path: Path) -> None:
     blocks = [b for b in teachers if any(r["block"] == b for r in runs)]
     fig, axes = plt.subplots(1, len(blocks), figsize=(6 * len(blocks), 4.2), squeeze=False)
     for ax, block in zip(axes[0], blocks):
-        for row, colour in (("alone", "tab:gray"), (ALONE_2X, "tab:olive"), ("default recipe", "tab:blue")):
+        for row, colour, style in (("alone", "tab:gray", "-"), ("default recipe", "tab:blue", "-"),
+                                   (ALONE_2X, "tab:olive", "--"), ("alone, 80 epochs", "tab:gray", ":"),
+                                   ("default recipe, 80 epochs", "tab:blue", ":")):
             curves = [r["curve"] for r in runs if r["block"] == block and r["row"] == row and r["curve"]]
             if not curves:
                 continue
@@ -305,7 +357,7 @@ def plot_curves(runs, teachers, path: Path) -> None:
             values = np.array([[100 * v for _, v in c] for c in curves if len(c) == len(epochs)])
             mean, std = values.mean(0), values.std(0)
             label = {"default recipe": "distilled (default recipe)"}.get(row, row)
-            ax.plot(epochs, mean, color=colour, ls="--" if row == ALONE_2X else "-",
+            ax.plot(epochs, mean, color=colour, ls=style,
                     label=f"{label} ({len(values)} seed{'s' if len(values) > 1 else ''})")
             ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2)
         ax.axhline(100 * teachers[block]["recall@1"], color="tab:red", ls="--", label="teacher")
@@ -342,7 +394,8 @@ def main():
     p.add_argument("--tune-epochs", type=int, default=30, help="schedule of the peer-weight tuning rows")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply the recipes' epochs (quick looks)")
     p.add_argument("--jobs", type=int, default=2, help="rows at a time (one thread each)")
-    p.add_argument("--no-plateau-check", action="store_true", help="skip the alone row at twice the schedule")
+    p.add_argument("--plateau-check", action="store_true", help="also run the alone row at twice the schedule "
+                   "(the recipes' schedules were set so that the alone curve is flat over its last third)")
     p.add_argument("--no-peer-finals", action="store_true",
                    help="compare the peers with the default recipe on the tuning schedule only")
     p.add_argument("--rows", default="", help="run only the rows whose name matches this regular expression "
@@ -370,7 +423,7 @@ def main():
         while True:  # peer rows at full schedule appear once their tuning rows are done
             done = {r["id"] for r in state["runs"]}
             todo = [s for s in specs_for(block, path, seeds, runs_dir, args.tune_epochs, state, args.epochs_scale,
-                                         not args.no_plateau_check, not args.no_peer_finals)
+                                         args.plateau_check, not args.no_peer_finals)
                     if s["id"] not in done and re.search(args.rows, s["row"])]
             if not todo:
                 break

@@ -32,7 +32,7 @@ fi
     --tune-epochs 10 --no-peer-finals --runs-dir runs/table
 # the pretrained block as it fits two CPU cores: the same Lite0 teacher, half the student recipe's epochs, two seeds
 .venv/bin/python benchmarks/distill_table.py --blocks pretrained --large-teacher runs/table/teacher/last.pt \
-    --seeds 0,1 --epochs-scale 0.5 --no-plateau-check --jobs 2 --runs-dir runs/table
+    --seeds 0,1 --epochs-scale 0.5 --jobs 2 --runs-dir runs/table
 table="trained $(( $(table_rows) - before )) table runs, reused ${before} from benchmarks/results/distill_emoji.json"
 .venv/bin/mdistill export runs/student/last.pt --parity-samples 0 --out runs/student/export --quiet \
     || echo "(export: some files were refused by the parity gate; see the table above)"

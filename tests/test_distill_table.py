@@ -22,7 +22,7 @@ def _rows(specs):
 
 
 def test_rows_share_schedule_and_alone_drops_the_teacher(table, tmp_path):
-    specs = table.specs_for("scratch", "t.pt", [0, 1, 2], tmp_path, 10, {"runs": []}, 1.0)
+    specs = table.specs_for("scratch", "t.pt", [0, 1, 2], tmp_path, 10, {"runs": []}, 1.0, plateau_check=True)
     rows = _rows(specs)
     epochs = rows[("default recipe", 0)]["epochs"]
     assert {rows[("alone", s)]["epochs"] for s in (0, 1, 2)} == {epochs}  # same schedule as distilled
@@ -39,6 +39,20 @@ def test_rows_share_schedule_and_alone_drops_the_teacher(table, tmp_path):
     # the pretrained student alone keeps its recipe's learning rates (ImageNet backbone)
     pre = _rows(table.specs_for("pretrained", "t.pt", [0], tmp_path, 10, {"runs": []}, 1.0))
     assert "lr" not in pre[("alone", 0)] and not any(r[0].startswith("tuning") for r in pre)
+    assert (table.ALONE_2X, 0) not in pre  # the plateau check at twice the schedule is opt-in
+
+
+def test_schedule_builds_each_teacher_cache_first_and_runs_cacheless_rows_beside_it(table, tmp_path):
+    specs = table.specs_for("scratch", "t.pt", [0, 1], tmp_path, 10, {"runs": []}, 1.0)
+    order, builders = table.schedule(specs)
+    assert sorted(s["id"] for s in order) == sorted(s["id"] for s in specs)  # every row exactly once
+    assert list(builders) == ["t.pt"] and order[0] is builders["t.pt"]
+    # the builder is a row that needs the most cached feature maps (attention: two stages)
+    assert table.map_stages(order[0]) == max(table.map_stages(s) for s in specs) == 2
+    cacheless = [i for i, s in enumerate(order) if not table.cache_group(s)]
+    waiting = [i for i, s in enumerate(order[1:], 1) if table.cache_group(s)]
+    assert cacheless and waiting and max(cacheless) < min(waiting)
+    assert {order[i]["row"] for i in cacheless} == {"alone"}
 
 
 def test_peer_final_runs_the_best_tuned_variant(table, tmp_path):
@@ -63,12 +77,40 @@ def test_verdicts_closure_spread_and_peer_margin(table):
     runs += [_run("default recipe", s, r) for s, r in enumerate((0.50, 0.52, 0.54))]
     runs += [_run("peer: triplet + hint (best weight 1)", 0, 0.40), _run("peer: triplet + rkd (best weight 2)", 0, 0.45)]
     runs += [_run(table.ALONE_2X, 0, 0.32, epochs=160)]
+    for r, curve in zip(runs[:3], ([0.10, 0.15, 0.20], [0.12, 0.17, 0.22], [0.14, 0.19, 0.24])):
+        r["curve"] = [[e, c] for e, c in zip((8, 54, 80), curve)]
     v = table.verdicts(table.summarise(runs), {"scratch": {"recall@1": 0.62}})["scratch"]
     assert v["closure_vs_alone_2x"] == pytest.approx((0.52 - 0.32) / (0.62 - 0.32))
     assert v["closure"] == pytest.approx((0.52 - 0.22) / (0.62 - 0.22))
     assert v["larger_seed_std"] == pytest.approx(0.02) and v["gain_over_twice_std"]
     assert v["best_peer"].startswith("peer: triplet + rkd") and v["margin_over_best_peer"] == pytest.approx(0.07)
+    # plateau of the alone row from its mean curve: +5 points from epoch 54 (nearest 2/3 of 80) on
+    assert v["alone_last_third_from_epoch"] == 54 and v["alone_last_third_change"] == pytest.approx(0.05)
+    assert not v["alone_plateaued"]
+    for r in runs[:3]:
+        r["curve"][-1][1] = r["curve"][1][1] + 0.005
+    flat = table.verdicts(table.summarise(runs), {"scratch": {"recall@1": 0.62}})["scratch"]
+    assert flat["alone_plateaued"] and flat["alone_last_third_change"] == pytest.approx(0.005)
     # a gain inside twice the spread is flagged
     noisy = [_run("alone", s, r) for s, r in enumerate((0.20, 0.40))] + [_run("default recipe", s, r)
                                                                          for s, r in enumerate((0.30, 0.50))]
     assert not table.verdicts(table.summarise(noisy), {"scratch": {"recall@1": 0.62}})["scratch"]["gain_over_twice_std"]
+
+
+def test_rows_waiting_for_a_cache_start_once_its_builder_has_trained_an_epoch(table, tmp_path):
+    import os
+    import time
+
+    spec = {"overrides": {"out_dir": str(tmp_path), "name": "default_recipe-s0"}}
+    assert not table.epoch_done(spec, None) and not table.epoch_done(spec, time.time())
+    old = tmp_path / "default_recipe-s0" / "metrics.csv"  # an earlier run's folder: not this launch
+    old.parent.mkdir()
+    old.write_text("epoch\n1\n")
+    os.utime(old, (1e9, 1e9))
+    since = time.time() - 1
+    assert not table.epoch_done(spec, since)
+    new = tmp_path / "default_recipe-s0-2" / "metrics.csv"  # training picked the next free name
+    new.parent.mkdir()
+    new.write_text("epoch\n1\n")
+    assert table.epoch_done(spec, since)
+    assert not table.epoch_done({"overrides": {"out_dir": str(tmp_path), "name": "alone-s0"}}, since)
