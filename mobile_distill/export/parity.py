@@ -79,10 +79,11 @@ def check_not_degenerate(emb: np.ndarray, thresholds: Thresholds, what: str = "t
     return None
 
 
-def _top1(emb: torch.Tensor, gallery: torch.Tensor):
-    """Cosine similarities (N, N) of queries ``emb`` to ``gallery`` (item i never its own neighbour),
-    and each query's nearest gallery item."""
-    sims = F.normalize(emb.float(), dim=1) @ F.normalize(gallery.float(), dim=1).T
+def _top1(emb: torch.Tensor):
+    """Cosine similarities (N, N) between the items (item i never its own neighbour), and each
+    item's nearest other item."""
+    e = F.normalize(emb.float(), dim=1)
+    sims = e @ e.T
     sims.fill_diagonal_(-float("inf"))
     return sims, sims.argmax(1)
 
@@ -105,8 +106,8 @@ def compare(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, eps
     cos = F.cosine_similarity(out, ref, dim=1)
     r1_ref, r1_out = 100 * recall_at_1(reference, labels), 100 * recall_at_1(exported, labels)
     r1_asym = 100 * recall_at_1(exported, labels, gallery=reference)
-    sims_ref, top_ref = _top1(ref, ref)
-    _, top_out = _top1(out, out)
+    sims_ref, top_ref = _top1(ref)
+    _, top_out = _top1(out)
     rows = torch.arange(len(lab))
     # how much worse PyTorch finds the exported file's neighbour than its own (0 when the same)
     regret = sims_ref[rows, top_ref] - sims_ref[rows, top_out]
