@@ -215,6 +215,11 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
 @click.option("--agreement-eps", type=float, default=0.01, show_default=True,
               help="A neighbour that PyTorch scores within this cosine of its own nearest counts as agreeing.")
 @click.option("--keep-failed", is_flag=True, help="Move files that fail the gate to OUT/failed/ instead of deleting them.")
+@click.option("--calibration", type=click.Choice(["minmax", "mse", "octav"]), default="minmax", show_default=True,
+              help="TFLite quantisation ranges: min-max, or weights clipped by least squared error / OCTAV.")
+@click.option("--mixed-precision/--no-mixed-precision", default=True, show_default=True,
+              help="Retry a quantised TFLite file that fails the gate with its most sensitive ops in float "
+                   "(chosen on training images).")
 @click.option("--data", "data_spec", default=None, help="Data set for parity/calibration images (default: the checkpoint's).")
 @click.option("--name", default="student", show_default=True, help="File stem: NAME_float32.tflite, ...")
 @click.option("--android", "android_dir", type=click.Path(path_type=Path), default=None,
@@ -226,7 +231,7 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
 @click.option("--quiet", is_flag=True, help="Only the table and the final line.")
 def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dtype, parity_samples, calib_samples,
                min_cos_fp32, min_cos_fp16, max_fp16_recall_drop, min_fp16_agreement, max_int8_recall_drop,
-               min_int8_agreement, agreement_eps, keep_failed, data_spec, name,
+               min_int8_agreement, agreement_eps, keep_failed, calibration, mixed_precision, data_spec, name,
                android_dir, gallery, gallery_limit, quiet):
     """Export CHECKPOINT to ONNX / TFLite / CoreML and gate every file on parity with PyTorch."""
     from .export import ExportError, Thresholds, export, format_report
@@ -244,7 +249,7 @@ def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dty
     report = export(checkpoint, formats=formats, out_dir=out_dir, precisions=wanted, input_layout=input_layout,
                     input_dtype=input_dtype, parity_samples=parity_samples, calib_samples=calib_samples,
                     thresholds=thresholds, keep_failed=keep_failed, data=data_spec, name=name,
-                    log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
+                    calibration=calibration, mixed_precision=mixed_precision, log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(format_report(report))
     if android_dir is not None:
         from .export.android import write_android_assets
@@ -258,6 +263,29 @@ def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dty
     if failed:
         raise ExportError(f"parity gate failed for {', '.join(failed)} (see the ✗ lines above); "
                           "those files were not written")
+
+
+@cli.command("quant-report", context_settings={"max_content_width": 120})
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--precision", type=click.Choice(["int8", "int16act", "dynamic_int8", "weight_int8"]), default="int8",
+              show_default=True, help="The TFLite precision to analyse.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: quant_report/ beside the checkpoint).")
+@click.option("--calibration", type=click.Choice(["minmax", "mse", "octav"]), default="minmax", show_default=True)
+@click.option("--calib-samples", type=int, default=256, show_default=True, help="Training images for calibration.")
+@click.option("--probe-samples", type=int, default=256, show_default=True,
+              help="Test images (whole classes) the errors are measured on.")
+@click.option("--data", "data_spec", default=None, help="Data set (default: the checkpoint's).")
+@click.option("--top", type=int, default=15, show_default=True, help="Ops shown in the table.")
+def quant_report_cmd(checkpoint, precision, out_dir, calibration, calib_samples, probe_samples, data_spec, top):
+    """Per-layer quantisation sensitivity of CHECKPOINT as a TFLite file: JSON, table and plot."""
+    from .export.quant_report import markdown, quant_report
+
+    report = quant_report(checkpoint, precision=precision, out_dir=out_dir, calibration=calibration,
+                          calib_samples=calib_samples, probe_samples=probe_samples, data=data_spec,
+                          log=lambda m: click.echo(m, err=True))
+    click.echo(markdown(report, top=top))
+    click.echo(f"saved to {', '.join(report['files'])}")
 
 
 @cli.command("metadata")

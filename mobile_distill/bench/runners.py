@@ -7,7 +7,7 @@ Every runner takes the same (N, H, W, 3) uint8 images and feeds them the way its
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
@@ -57,10 +57,13 @@ class TfliteRunner:
 
     max_batch: Optional[int] = 1
 
-    def __init__(self, path: Path, spec: InputSpec, threads: int):
+    def __init__(self, path: Union[Path, bytes], spec: InputSpec, threads: int):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interp = Interpreter(model_path=str(path), num_threads=threads)
+        if isinstance(path, (bytes, bytearray)):  # a file still in memory (mixed-precision search)
+            self.interp = Interpreter(model_content=bytes(path), num_threads=threads)
+        else:
+            self.interp = Interpreter(model_path=str(path), num_threads=threads)
         self.interp.allocate_tensors()
         inp = self.interp.get_input_details()[0]
         if tuple(inp["shape"]) != tuple(spec.shape()) or inp["dtype"] != np.dtype(spec.dtype):

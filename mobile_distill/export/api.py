@@ -40,6 +40,8 @@ def export(
     data: Optional[str] = None,
     name: str = "student",
     seed: int = 0,
+    calibration: str = "minmax",
+    mixed_precision: bool = True,
     log: Callable[[str], None] = lambda _: None,
 ) -> Dict:
     """Export a trained checkpoint and prove each file against PyTorch.
@@ -57,6 +59,9 @@ def export(
         keep_failed: move failed files to ``out_dir/failed/`` instead of deleting them.
         data: data set spec for the parity/calibration images (default: the checkpoint's).
         name: file stem (``student_float32.tflite``).
+        calibration: ``minmax``, ``mse`` or ``octav`` (TFLite quantised precisions).
+        mixed_precision: retry a quantised file that fails the gate with its most sensitive ops in
+            float (ranked and chosen on other images than the gate's, so those only judge the result).
 
     Returns:
         The report dict that is also written to ``export_report.json`` (``passed`` is False when
@@ -65,30 +70,28 @@ def export(
     Raises:
         ExportError / CheckpointError / DataError / MissingDependencyError: before anything is written.
     """
-    from ..checkpoint import load_checkpoint, model_from_checkpoint
-    from ..data import create_dataset
-
     names = fmt_registry.parse_formats(formats)
     modules = {n: fmt_registry.get(n) for n in names}
     wanted = _resolve_precisions(modules, precisions or {})
     for module in modules.values():
         module.check_installed()
+    from .mixed_precision import CALIBRATIONS
+
+    if calibration not in CALIBRATIONS:
+        raise ExportError(f"unknown calibration {calibration!r}; choose from {', '.join(CALIBRATIONS)}")
     if parity_samples < 0 or calib_samples < 1:
         raise ExportError("--parity-samples must be >= 0 (0 = all) and --calib-samples >= 1")
 
     checkpoint = Path(checkpoint)
-    ckpt = load_checkpoint(checkpoint)
-    net = model_from_checkpoint(ckpt, str(checkpoint)).eval()
-    size = int(ckpt["model"]["image_size"])
+    ckpt, net, size, resize, dataset = load_for_export(checkpoint, data)
     cfg = ckpt.get("config", {})
-    dataset = create_dataset(data or cfg.get("data", "emoji"), progress=False)
-    resize = float(cfg.get("eval_resize", 1.0))
     parity = pick_parity_samples(dataset.test, parity_samples, seed)
     log(f"loading {len(parity)} test images for parity and {min(calib_samples, len(dataset.train))} "
         f"training images for calibration ({dataset.name})")
     images = load_images(parity, size, dataset.name, resize)
     labels = np.array([y for _, y in parity])
     calib = load_images(pick_calibration_samples(dataset.train, calib_samples, seed), size, dataset.name, resize)
+    probe = _Probe(net, dataset, size, resize, parity_samples or 256, seed, exclude=parity) if mixed_precision else None
 
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -108,7 +111,8 @@ def export(
         for precision in wanted[fmt]:
             log(f"{fmt} {precision}: converting")
             rows.append(_export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name,
-                                    images, labels, reference, calib, thresholds, keep_failed))
+                                    images, labels, reference, calib, thresholds, keep_failed,
+                                    calibration, probe, log))
             log(f"{fmt} {precision}: {rows[-1]['status']}")
 
     artifacts = [r for r in rows if r["status"] in ("passed", "structural")]
@@ -120,6 +124,8 @@ def export(
         "data_spec": data or cfg.get("data", "emoji"),
         "parity_images": len(parity),
         "calibration_images": len(calib),
+        "calibration": calibration,
+        "mixed_precision": mixed_precision,
         "pytorch_recall@1": 100 * recall_at_1(reference, labels),
         "thresholds": thresholds.as_dict(),
         "rows": rows,
@@ -127,6 +133,19 @@ def export(
     }
     write_json_atomic(out_dir / "export_report.json", report)
     return report
+
+
+def load_for_export(checkpoint: Path, data: Optional[str]):
+    """The checkpoint, its network in eval mode, its image size and eval resize, and its data set
+    (or ``data``'s)."""
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..data import create_dataset
+
+    ckpt = load_checkpoint(checkpoint)
+    net = model_from_checkpoint(ckpt, str(checkpoint)).eval()
+    cfg = ckpt.get("config", {})
+    dataset = create_dataset(data or cfg.get("data", "emoji"), progress=False)
+    return ckpt, net, int(ckpt["model"]["image_size"]), float(cfg.get("eval_resize", 1.0)), dataset
 
 
 def _resolve_precisions(modules: Mapping, requested: Mapping[str, Sequence[str]]) -> Dict[str, List[str]]:
@@ -140,8 +159,36 @@ def _resolve_precisions(modules: Mapping, requested: Mapping[str, Sequence[str]]
     return out
 
 
+class _Probe:
+    """Images the mixed-precision search ranks ops and picks the mix on, loaded on first use, never
+    the gate's own images: whole test-split classes that the gate does not use (unseen classes, as
+    the gate's) or, when the gate takes the whole test split, whole training classes (easier to tell
+    apart, so the search then asks for half the gate's allowed loss)."""
+
+    def __init__(self, net, dataset, size, resize, n, seed, exclude=()):
+        self._args = (net, dataset, size, resize, n, seed)
+        self._exclude = {y for _, y in exclude}
+        self.images = self.labels = self.reference = None
+        self.source = ""
+
+    def load(self) -> "_Probe":
+        if self.images is None:
+            net, dataset, size, resize, n, seed = self._args
+            unused = [s for s in dataset.test if s[1] not in self._exclude]
+            if len({y for _, y in unused}) >= 4:
+                samples = pick_parity_samples(unused, n, seed + 1)
+                self.source = "test classes outside the gate's" if self._exclude else "test classes"
+            else:
+                samples, self.source = pick_parity_samples(dataset.train, n, seed + 1), "training classes"
+            self.images = load_images(samples, size, dataset.name, resize)
+            self.labels = np.array([y for _, y in samples])
+            with torch.no_grad():
+                self.reference = net(torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div(255)).numpy()
+        return self
+
+
 def _export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name, images, labels,
-                reference, calib, thresholds, keep_failed) -> Dict:
+                reference, calib, thresholds, keep_failed, calibration="minmax", probe=None, log=lambda _: None) -> Dict:
     final = out_dir / f"{name}_{precision}{module.SUFFIX}"
     staging = out_dir / f".{name}_{precision}.partial{module.SUFFIX}"
     row = {"format": fmt, "precision": precision, "file": final.name, "input": spec.describe(),
@@ -150,18 +197,13 @@ def _export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name,
     _remove(staging)
     start = time.perf_counter()
     try:
-        row["details"] = module.convert(wrapped, spec, precision, staging, embedded_document(card, row), calib)
+        row["details"] = module.convert(wrapped, spec, precision, staging, embedded_document(card, row), calib,
+                                        calibration=calibration)
         row["convert_s"] = round(time.perf_counter() - start, 2)
-        exported = module.run(staging, spec, images)
-        if exported is None:
-            row["parity_note"] = module.why_not_run()
-        else:
-            result = gate(reference, exported, labels, precision, thresholds)
-            row["parity"], row["failures"] = result.figures, result.failures
-        if hasattr(module, "structural_checks"):
-            failures, figures = module.structural_checks(staging, net, spec, precision)
-            row["structural"] = figures
-            row["failures"] += failures
+        _check(row, module, staging, net, spec, precision, images, labels, reference, thresholds)
+        if row["failures"] and probe is not None and precision in getattr(module, "MIXED_PRECISIONS", ()):
+            _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, calibration, probe,
+                         net, images, labels, reference, thresholds, log)
     except Exception as e:  # a converter's own error becomes this row's ✗, the other rows go on
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         row["failures"].append(f"{fmt} {precision} conversion failed: {type(e).__name__}: {first[:300]}")
@@ -182,6 +224,52 @@ def _export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name,
         _remove(staging)
         _remove(final)  # an older file of the same name would pass for this one
     return row
+
+
+def _check(row, module, staging, net, spec, precision, images, labels, reference, thresholds) -> None:
+    """Run the staged file on the test images and gate it (and the format's structural checks)."""
+    row["failures"], row["parity"] = [], {}
+    exported = module.run(staging, spec, images)
+    if exported is None:
+        row["parity_note"] = module.why_not_run()
+    else:
+        result = gate(reference, exported, labels, precision, thresholds)
+        row["parity"], row["failures"] = result.figures, result.failures
+    if hasattr(module, "structural_checks"):
+        failures, figures = module.structural_checks(staging, net, spec, precision)
+        row["structural"] = figures
+        row["failures"] += failures
+
+
+def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, calibration, probe, net,
+                 images, labels, reference, thresholds, log) -> None:
+    """The all-quantised file failed: keep its figures as ``post_training`` and search for the
+    fewest float ops whose file passes the gate at half its allowed loss on training images, then
+    gate that on the test images."""
+    row["post_training"] = {"parity": row["parity"], "failures": row["failures"],
+                            "quantization": row["details"].get("quantization")}
+    log(f"{row['format']} {precision}: failed the gate; searching for a mixed-precision file")
+    probe.load()
+    _remove(staging)
+
+    strict = thresholds.with_margin()
+
+    def passes(model: bytes) -> bool:
+        from .mixed_precision import embed
+
+        return gate(probe.reference, embed(model, spec, probe.images), probe.labels, precision, strict).passed
+
+    details = module.convert_mixed(wrapped, spec, precision, staging, embedded_document(card, row), calib,
+                                   probe.images, probe.reference, passes, calibration, log)
+    row["details"] = {**row["details"], **details, "mixed_precision": True,
+                      "probe": f"{len(probe.images)} images of {probe.source}"}
+    if not staging.exists():
+        row["failures"] = row["failures"] + [
+            f"mixed precision: no mix with at most half the weights in float passed the gate (at half its "
+            f"allowed loss) on "
+            f"{len(probe.images)} training images (tried {len(details['mixed_search'])})"]
+        return
+    _check(row, module, staging, net, spec, precision, images, labels, reference, thresholds)
 
 
 def _remove(path: Path) -> None:

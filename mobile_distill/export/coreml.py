@@ -42,7 +42,7 @@ def why_not_run() -> str:
     return "numeric parity not run here: CoreML prediction needs macOS (coremltools has no Linux runtime)"
 
 
-def convert(module, spec, precision: str, path: Path, metadata: str, calib=None) -> Dict:
+def convert(module, spec, precision: str, path: Path, metadata: str, calib=None, **_) -> Dict:
     import coremltools as ct
 
     sample = spec.sample()

@@ -2,9 +2,10 @@
 
 Every format module offers the same functions (Optimum-style, no base class needed):
 ``PRECISIONS``, ``DEFAULT_PRECISIONS``, ``DEFAULT_LAYOUT``, ``SUFFIX``, ``RUNTIME``,
-``check_installed()``, ``convert(module, spec, precision, path, metadata, calib) -> details``,
+``check_installed()``, ``convert(module, spec, precision, path, metadata, calib, **options) -> details``,
 ``run(path, spec, images) -> embeddings | None`` (None: no runtime on this platform, with
-``why_not_run()``), ``read_metadata(path)`` and optionally ``structural_checks(...)``.
+``why_not_run()``), ``read_metadata(path)`` and optionally ``structural_checks(...)``, and
+``MIXED_PRECISIONS`` with ``convert_mixed(...)`` (a failed quantised file retried with some ops float).
 """
 
 from __future__ import annotations

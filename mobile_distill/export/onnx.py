@@ -30,7 +30,7 @@ def check_installed() -> None:
         raise MissingDependencyError(f"ONNX export needs {e.name}: pip install 'mobile_distill[export]'") from None
 
 
-def convert(module, spec, precision: str, path: Path, metadata: str, calib=None) -> Dict:
+def convert(module, spec, precision: str, path: Path, metadata: str, calib=None, **_) -> Dict:
     import onnx
     import onnxslim
 

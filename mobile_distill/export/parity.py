@@ -17,7 +17,7 @@ loose cosine floor on float16 to catch a broken conversion.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import MdistillError
 
-INT8_PRECISIONS = ("int8", "dynamic_int8", "weight_int8")
+INT8_PRECISIONS = ("int8", "int16act", "dynamic_int8", "weight_int8")  # int8 weights: one family
 
 
 class ExportError(MdistillError):
@@ -50,6 +50,14 @@ class Thresholds:
 
     def as_dict(self) -> Dict[str, float]:
         return asdict(self)
+
+    def with_margin(self, fraction: float = 0.5) -> "Thresholds":
+        """The same gate allowing only ``fraction`` of each loss: what a search on training images
+        aims for, so that its choice still passes on the held-out test images."""
+        return replace(self, float16_recall_drop=fraction * self.float16_recall_drop,
+                       float16_top1_agreement=1 - fraction * (1 - self.float16_top1_agreement),
+                       int8_recall_drop=fraction * self.int8_recall_drop,
+                       int8_top1_agreement=1 - fraction * (1 - self.int8_top1_agreement))
 
 
 @dataclass

@@ -36,6 +36,12 @@ def format_report(report: Dict) -> str:
         if r.get("parity_note"):
             notes.append(f"✓* {tag}: {r['parity_note']}; structural checks passed: {r.get('structural')}"
                          if r["status"] == "structural" else f"  {tag}: {r['parity_note']}")
+        mixed = (r.get("details") or {}).get("mixed_search")
+        if mixed and r["status"] == "passed":
+            kept = r["details"]["quantization"]["float_ops"]
+            notes.append(f"  {tag}: the all-quantised file failed; mixed precision keeps {len(kept)} op(s) in float "
+                         f"({100 * mixed[-1]['float_weight_fraction']:.2f} % of the weights; chosen on "
+                         f"{r['details']['probe']}; recipe in model.json)")
         transposes = (r.get("details") or {}).get("transpose_ops")
         if transposes:
             notes.append(f"! {tag}: {transposes} TRANSPOSE op(s) in the graph")

@@ -4,8 +4,13 @@ Precisions (one file each, ``student_<precision>.tflite``):
   float32       litert-torch conversion of the PyTorch graph
   float16       float16 weights, float compute (ai-edge-quantizer float casting)
   int8          static int8: PT2E per-channel weights, activations calibrated on real training images
+                (ai-edge-quantizer's static recipe with --calibration mse/octav or for mixed precision)
+  int16act      int8 weights, int16 activations (ai-edge-quantizer static_wi8_ai16; not in the
+                defaults: XNNPACK has no int16 kernels, so it runs on the slower reference kernels)
   dynamic_int8  int8 weights, activations quantised on the fly (ai-edge-quantizer)
   weight_int8   int8 weights dequantised to float before each op (ai-edge-quantizer)
+A quantised file that fails the gate is retried in mixed precision (``convert_mixed``): the fewest,
+most sensitive ops kept in float (mixed_precision.py).
 The metadata document is a flatbuffer ``Metadata`` entry named ``mobile_distill`` whose buffer
 holds the JSON (the standard TFLite mechanism; readable with any flatbuffer reader).
 """
@@ -24,14 +29,17 @@ import torch
 
 from ..errors import MissingDependencyError
 
-PRECISIONS = ("float32", "float16", "int8", "dynamic_int8", "weight_int8")
-DEFAULT_PRECISIONS = PRECISIONS
+PRECISIONS = ("float32", "float16", "int8", "int16act", "dynamic_int8", "weight_int8")
+DEFAULT_PRECISIONS = ("float32", "float16", "int8", "dynamic_int8", "weight_int8")
+MIXED_PRECISIONS = ("int8", "int16act", "dynamic_int8", "weight_int8")
 DEFAULT_LAYOUT = "nhwc"
 SUFFIX = ".tflite"
 RUNTIME = "LiteRT interpreter"
 METADATA_NAME = "mobile_distill"
 
-_float_cache: Dict[tuple, bytes] = {}  # float32 flatbuffer per (module, spec): quantisers start from it
+# The last float32 flatbuffer, which the quantisers start from. It holds its module, so that module
+# stays alive: a key of id(module) alone could match a later module allocated at the freed address.
+_float_cache: Dict[str, object] = {}
 
 
 def check_installed() -> None:
@@ -45,22 +53,21 @@ def check_installed() -> None:
 
 @contextlib.contextmanager
 def _quiet():
-    """The converters print progress trees and quantisation summaries; keep the console to our table."""
+    """The converters print progress trees, quantisation summaries and (ai-edge-quantizer, whatever
+    its progress flag says) tqdm bars on stderr; keep the console to our table."""
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         yield
 
 
 def _convert_float(module, spec) -> bytes:
     import litert_torch
 
-    key = (id(module), spec)
-    if key not in _float_cache:
-        _float_cache.clear()
+    if _float_cache.get("module") is not module or _float_cache.get("spec") != spec:
         with _quiet():
             edge = litert_torch.convert(module, (spec.sample(),))
-        _float_cache[key] = bytes(edge.model_content())
-    return _float_cache[key]
+        _float_cache.update(module=module, spec=spec, model=bytes(edge.model_content()))
+    return _float_cache["model"]
 
 
 def _convert_int8_static(module, spec, calib: np.ndarray) -> bytes:
@@ -83,32 +90,61 @@ def _convert_int8_static(module, spec, calib: np.ndarray) -> bytes:
     return bytes(edge.model_content())
 
 
-def _quantize_from_float(float_model: bytes, precision: str) -> bytes:
-    from ai_edge_quantizer import quantizer, recipe
+def _float16(float_model: bytes) -> bytes:
+    from ai_edge_quantizer import quantizer
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
     from ai_edge_quantizer.qtyping import TFLOperationName
 
     q = quantizer.Quantizer(bytearray(float_model))
-    if precision == "float16":
-        q.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
-                                 algorithm_key=AlgorithmName.FLOAT_CASTING)
-    elif precision == "dynamic_int8":
-        q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-    else:
-        q.load_quantization_recipe(recipe.weight_only_wi8_afp32())
+    q.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                             algorithm_key=AlgorithmName.FLOAT_CASTING)
     with _quiet():
         return bytes(q.quantize(enable_progress_bar=False).quantized_model)
 
 
-def convert(module, spec, precision: str, path: Path, metadata: str, calib: Optional[np.ndarray] = None) -> Dict:
+def convert(module, spec, precision: str, path: Path, metadata: str, calib: Optional[np.ndarray] = None,
+            calibration: str = "minmax") -> Dict:
+    from . import mixed_precision as mp
+
+    details: Dict = {}
     if precision == "float32":
         model = _convert_float(module, spec)
-    elif precision == "int8":
+    elif precision == "float16":
+        model = _float16(_convert_float(module, spec))
+    elif precision == "int8" and calibration == "minmax":
         if calib is None or len(calib) == 0:
             raise ValueError("static int8 needs calibration images")
         model = _convert_int8_static(module, spec, calib)
+        details["quantization"] = {"quantizer": "litert-torch PT2E", "config": "symmetric, per-channel weights, "
+                                   "activations by min-max observers", "calibration": "minmax", "float_ops": []}
     else:
-        model = _quantize_from_float(_convert_float(module, spec), precision)
+        q = mp.Quantiser(_convert_float(module, spec), spec, calib, precision, calibration)
+        model = q.quantise()
+        details["quantization"] = mp.recipe_record(q, [])
+    return {**_write(model, metadata, path), **details}
+
+
+def convert_mixed(module, spec, precision: str, path: Path, metadata: str, calib: Optional[np.ndarray],
+                  probe: np.ndarray, probe_reference: np.ndarray, passes, calibration: str = "minmax",
+                  log=lambda _: None) -> Dict:
+    """Rank the weight ops by how much quantising each alone moves the embeddings of the ``probe``
+    images, then keep the fewest most sensitive ones in float until ``passes(model_bytes)``.
+    Writes ``path`` only when a mix passes; the details say what was tried either way."""
+    from . import mixed_precision as mp
+
+    q = mp.Quantiser(_convert_float(module, spec), spec, calib, precision, calibration)
+    log(f"tflite {precision}: measuring each op's sensitivity on {len(probe)} images")
+    ranking = mp.sensitivity(q, probe, probe_reference, log)
+    by_index = {op.index: op for op in q.ops}
+    found = mp.search(q, [by_index[r["index"]] for r in ranking], passes, log=log)
+    details = {"sensitivity": ranking[:10], "mixed_search": found["tried"], "mixed_search_s": round(found["search_s"], 1)}
+    if found["model"] is None:
+        return details
+    details["quantization"] = mp.recipe_record(q, found["float_ops"])
+    return {**_write(found["model"], metadata, path), **details}
+
+
+def _write(model: bytes, metadata: str, path: Path) -> Dict:
     model = embed_metadata(model, metadata)
     Path(path).write_bytes(model)
     ops = op_histogram(model)

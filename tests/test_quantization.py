@@ -1,0 +1,168 @@
+"""The quantised exports' refusal branches fail for real, and mixed precision rescues the file.
+
+Two faults that real networks have, planted in a briefly trained tiny resnet18 without changing
+what it computes in float:
+- an *outlier activation channel*: the last block's BatchNorm puts +1000 on one channel that the
+  head ignores (its weights there are zero). Per-tensor int8 activations (static, and dynamic on
+  the fly) spend their whole range on it and round every other feature to zero.
+- *tiny weights*: the head's weights scaled to at most 4e-8 (the output is L2-normalised, so
+  PyTorch does not notice; the bias is dropped); float16 rounds numbers that small to 0 or 6e-8.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli, train_tiny_student
+
+import litert_torch  # noqa: F401  (part of `make setup`)
+
+from mobile_distill.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from mobile_distill.export import export
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quant")
+    return {"root": root, "ckpt": train_tiny_student(root)}
+
+
+def _edited(tiny, name, edit):
+    ckpt = load_checkpoint(tiny["ckpt"])
+    net = model_from_checkpoint(ckpt).eval()
+    with torch.no_grad():
+        x = torch.rand(6, 3, 32, 32)
+        before = net(x)
+        edit(net)
+        after = net(x)
+    ckpt["state_dict"] = net.state_dict()
+    path = tiny["root"] / f"{name}.pt"
+    save_checkpoint(path, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    return path, before, after
+
+
+def _outlier_channel(net):
+    bn = [m for m in net.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)][-1]
+    bn.bias[0] += 1000.0
+    net.head.weight[:, 0] = 0.0
+
+
+def _tiny_head(net):
+    # the largest weight at 4e-8: under one step of float16's subnormals (6e-8), whatever the training;
+    # no bias (float16 files keep biases float32, and an exact bias would hide the weights' error)
+    net.head.weight.mul_(4e-8 / float(net.head.weight.abs().max()))
+    net.head.bias.zero_()
+
+
+def _row(report, precision):
+    return next(r for r in report["rows"] if r["precision"] == precision)
+
+
+@pytest.fixture(scope="module")
+def outlier(tiny):
+    path, before, after = _edited(tiny, "outlier", _outlier_channel)
+    # the planted channel is invisible in float: only the head's (now zero) column 0 changed
+    assert torch.nn.functional.cosine_similarity(before, after).min() > 0.8
+    return path
+
+
+def test_int8_refusals_are_real(outlier, tmp_path):
+    out = tmp_path / "plain"
+    report = export(outlier, formats=["tflite"], out_dir=out, parity_samples=0, calib_samples=32,
+                    precisions={"tflite": ["float32", "int8", "dynamic_int8", "weight_int8"]}, mixed_precision=False)
+    assert _row(report, "float32")["status"] == "passed"
+    assert _row(report, "weight_int8")["status"] == "passed"  # float activations: no per-tensor range to spend
+    for precision in ("int8", "dynamic_int8"):
+        row = _row(report, precision)
+        assert row["status"] == "failed", row["parity"]
+        assert any("Recall@1 drop" in f or "agreement" in f for f in row["failures"]), row["failures"]
+        assert not (out / row["file"]).exists() and not list(out.glob(f".*{precision}*"))
+    card = json.loads((out / "model.json").read_text())
+    assert {a["precision"] for a in card["artifacts"]} == {"float32", "weight_int8"}
+
+
+def test_mixed_precision_keeps_the_outlier_path_float_and_passes(outlier, tmp_path):
+    out = tmp_path / "mixed"
+    # the gate takes 4 of the 8 test classes; the search probes the other 4
+    report = export(outlier, formats=["tflite"], out_dir=out, parity_samples=16, calib_samples=32,
+                    precisions={"tflite": ["float32", "int8", "dynamic_int8"]})
+    f32 = _row(report, "float32")["size_bytes"]
+    row = _row(report, "dynamic_int8")
+    assert row["status"] == "passed", row["failures"]
+    assert row["post_training"]["failures"]  # the all-int8 file failed first
+    assert [o["layer"] for o in row["details"]["quantization"]["float_ops"]] == ["head"]
+    assert row["details"]["mixed_search"] == [{"float_ops": 1, "float_weight_fraction": pytest.approx(32 * 512 / 11.2e6, rel=0.1),
+                                               "passed": True}]
+    assert row["details"]["probe"] == "16 images of test classes outside the gate's"
+    assert row["size_bytes"] < 0.5 * f32 and (out / row["file"]).is_file()
+    # the recipe that rebuilds the file is in model.json
+    card = json.loads((out / "model.json").read_text())
+    mixed = next(a for a in card["artifacts"] if a["precision"] == "dynamic_int8")
+    rules = mixed["details"]["quantization"]["recipe"]
+    assert any(r["algorithm_key"] == "no_quantize" and "Linear_head" in r["regex"] for r in rules)
+    # static int8 quantises every activation: the whole outlier path (the last block's output, the
+    # pooling and the head) ranks above every other op; a 32-pixel net trained for seconds then
+    # still loses a query or two out of 16, so the search may run out of budget: both are reported
+    row = _row(report, "int8")
+    top3 = {r["layer"] for r in row["details"]["sensitivity"][:3]}
+    assert "head" in top3 and "backbone.4.1.conv2" in top3, row["details"]["sensitivity"][:3]
+    assert row["details"]["mixed_search"] and row["post_training"]["failures"]
+    assert row["status"] == "passed" or any(f.startswith(("mixed precision", "asymmetric", "Recall", "top-1"))
+                                            for f in row["failures"])
+
+
+def test_float16_refusal_is_real(tiny, tmp_path):
+    path, before, after = _edited(tiny, "tinyhead", _tiny_head)
+    assert torch.nn.functional.cosine_similarity(before, after).min() > 0.5  # the same model, less its bias
+    out = tmp_path / "fp16"
+    report = export(path, formats=["tflite"], out_dir=out, parity_samples=0, calib_samples=8,
+                    precisions={"tflite": ["float32", "float16"]})
+    assert _row(report, "float32")["status"] == "passed"
+    row = _row(report, "float16")
+    assert row["status"] == "failed" and not (out / row["file"]).exists()
+    assert any(f.startswith("cosine min") for f in row["failures"]), row["failures"]  # under the 0.99 floor
+    assert "post_training" not in row  # float16 has no mixed-precision retry
+
+
+def test_quant_report_names_the_planted_layers(outlier, tmp_path):
+    proc = run_cli("quant-report", outlier, "--precision", "dynamic_int8", "--out", tmp_path, "--calib-samples", "16")
+    assert "head" in proc.stdout and "float" in proc.stdout
+    report = json.loads((tmp_path / "sensitivity_dynamic_int8.json").read_text())
+    assert report["ops"][0]["layer"] == "head"  # the most sensitive op, by far
+    assert report["ops"][0]["embedding_cosine_mean"] < report["ops"][-1]["embedding_cosine_mean"]
+    assert not report["all_quantised"]["passes_gate"] and report["mixed"]["passes_gate"]
+    assert (tmp_path / "sensitivity_dynamic_int8.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("precision,calibration", [("weight_int8", "mse"), ("dynamic_int8", "octav"),
+                                                   ("int16act", "minmax")])
+def test_calibration_choices_and_int16_activations_convert_and_run(tiny, precision, calibration, tmp_path):
+    from mobile_distill.export import tflite
+    from mobile_distill.export.mixed_precision import embed
+    from mobile_distill.export.prepare import ExportModule, InputSpec
+
+    net = model_from_checkpoint(load_checkpoint(tiny["ckpt"])).eval()
+    spec = InputSpec(32, "nhwc")
+    images = (torch.rand(8, 32, 32, 3) * 255).to(torch.uint8).numpy()
+    details = tflite.convert(ExportModule(net, spec), spec, precision, tmp_path / "m.tflite", "{}",
+                             calib=images, calibration=calibration)
+    q = details["quantization"]
+    assert q["calibration"] == calibration and q["float_ops"] == []
+    algorithm = {"minmax": "min_max_uniform_quantize", "mse": "MSE", "octav": "OCTAV"}[calibration]
+    assert {r["algorithm_key"] for r in q["recipe"]} == {algorithm, "no_quantize"}
+    if precision == "int16act":
+        assert any(r["op_config"].get("activation_tensor_config", {}).get("num_bits") == 16 for r in q["recipe"])
+    out = embed((tmp_path / "m.tflite").read_bytes(), spec, images)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255))
+    assert torch.nn.functional.cosine_similarity(torch.from_numpy(out), ref).min() > 0.95
+
+
+def test_unknown_calibration_is_a_clear_error(tiny):
+    from mobile_distill.export import ExportError
+
+    with pytest.raises(ExportError, match="unknown calibration 'percentile'"):
+        export(tiny["ckpt"], formats=["tflite"], calibration="percentile")
