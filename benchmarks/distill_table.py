@@ -120,7 +120,7 @@ def _csv(path: Path):
 
 
 def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int, state: dict, scale: float,
-              plateau_check: bool = False, peer_finals: bool = True):
+              plateau_check: bool = False, peer_finals: bool = True, peer_seeds: int = 1):
     """The rows of a block still to run, in order: alone and default over the seeds first, the
     alone row at twice the schedule (seed 0), then peer tuning beside the default recipe on the
     tuning schedule, then each peer's best weight on the full schedule (once its tuning is done)."""
@@ -153,7 +153,8 @@ def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int,
                 tuned.append((done.get(row_id(block, f"tuning: {row}", seeds[0])), row, overrides))
             if peer_finals and all(r is not None for r, _, _ in tuned):
                 _, row, overrides = max(tuned, key=lambda t: t[0]["test"]["recall@1"])
-                add(f"peer: {row} (best of {len(tuned)})", seeds[0], overrides)
+                for seed in seeds[:peer_seeds]:
+                    add(f"peer: {row} (best of {len(tuned)})", seed, overrides)
     return out
 
 
@@ -311,7 +312,7 @@ def markdown(state) -> str:
 
     meta = state["meta"]
     lines = [f"{meta['data']}: {meta['test_classes']} unseen test classes, {meta['test_images']} test images. "
-             f"{meta['cpu']}, {meta['jobs']} rows at a time, 1 thread each; total wall time "
+             f"{meta['cpu']}, up to {meta['jobs']} rows at a time, 1 thread each; total wall time "
              f"{meta['wall_time_s'] / 60:.0f} min. Recall in %, mean ± std over seeds.", ""]
     for block, v in state["verdicts"].items():
         t = state["teachers"][block]
@@ -319,7 +320,7 @@ def markdown(state) -> str:
                   f"Recall@1 {100 * t['recall@1']:.1f}, cross-vendor {100 * t.get('cross/mean/recall@1', float('nan')):.1f}. "
                   f"Closure of the default recipe: **{100 * v['closure']:.0f} %** "
                   f"(gain {100 * v['gain']:.1f} points vs larger seed std {100 * v['larger_seed_std']:.1f})"
-                  + (f"; best peer {v['best_peer']} {100 * v['best_peer_recall@1']:.1f} "
+                  + (f"; best peer {v['best_peer'].removeprefix('peer: ')} {100 * v['best_peer_recall@1']:.1f} "
                      f"({100 * v['margin_over_best_peer']:+.1f} points for the default recipe, both at "
                      f"{v['peer_comparison_epochs']} epochs)" if "best_peer" in v else "")
                   + (f"; the student alone changes by {100 * v['alone_last_third_change']:+.1f} points over the last "
@@ -398,6 +399,8 @@ def main():
                    "(the recipes' schedules were set so that the alone curve is flat over its last third)")
     p.add_argument("--no-peer-finals", action="store_true",
                    help="compare the peers with the default recipe on the tuning schedule only")
+    p.add_argument("--peer-seeds", type=int, default=1, help="seeds of each peer's full-schedule row (the first N "
+                   "of --seeds)")
     p.add_argument("--rows", default="", help="run only the rows whose name matches this regular expression "
                    "(the summary still covers every row in the JSON)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_emoji.json"))
@@ -423,7 +426,7 @@ def main():
         while True:  # peer rows at full schedule appear once their tuning rows are done
             done = {r["id"] for r in state["runs"]}
             todo = [s for s in specs_for(block, path, seeds, runs_dir, args.tune_epochs, state, args.epochs_scale,
-                                         args.plateau_check, not args.no_peer_finals)
+                                         args.plateau_check, not args.no_peer_finals, args.peer_seeds)
                     if s["id"] not in done and re.search(args.rows, s["row"])]
             if not todo:
                 break
@@ -439,7 +442,8 @@ def main():
     state["verdicts"] = verdicts(state["table"], state["teachers"])
     state["meta"] = {"data": "emoji (google, twitter, openmoji, fluent color/flat/high contrast)",
                      "test_classes": data["test_classes"], "test_images": data["test_images"],
-                     "cpu": platform.processor() or platform.machine(), "jobs": args.jobs, "torch": torch.__version__,
+                     "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                     "jobs": max(args.jobs, state.get("meta", {}).get("jobs", 0)),  # the most rows ever run at once
                      "tune_epochs": args.tune_epochs, "wall_time_s": round(time.perf_counter() - start, 1)}
     write_json_atomic(out, state)
     write_text_atomic(out.with_suffix(".md"), markdown(state))

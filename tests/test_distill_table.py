@@ -65,6 +65,9 @@ def test_peer_final_runs_the_best_tuned_variant(table, tmp_path):
     assert finals == [(f"peer: triplet + rkd:{best:g} (best of 4)", 0)]
     assert rows[finals[0]]["distill"] == [f"rkd:{best:g}"] and rows[finals[0]]["epochs"] == rows[("alone", 0)]["epochs"]
     assert rows[finals[0]]["lr"] == table.ALONE_LR and rows[finals[0]]["loss"] == "triplet"
+    # --peer-seeds 2: the same final on the first two seeds
+    rows = _rows(table.specs_for("scratch", "t.pt", [0, 1, 2], tmp_path, 10, {"runs": done}, 1.0, peer_seeds=2))
+    assert [r for r in rows if r[0].startswith("peer:")] == [(finals[0][0], 0), (finals[0][0], 1)]
 
 
 def _run(row, seed, r1, epochs=80):
