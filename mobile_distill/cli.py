@@ -133,14 +133,22 @@ def train_cmd(config_file, resume, quiet, **overrides):
       mdistill train --config student_emoji --teacher runs/teacher/last.pt
       mdistill train --model mobilenet_v1_025 --pretrained none --teacher T.pt --distill relative:1:normalize=true
       mdistill train --resume runs/teacher/last.pt
+      mdistill train --qat --resume runs/student/last.pt       # quantisation-aware fine-tuning
     """
+    from .checkpoint import load_checkpoint
     from .config import load_yaml, make_config
     from .evaluate import format_table
+    from .qat import qat_overrides
     from .train import main
 
     overrides = {k: (v or None) if isinstance(v, tuple) else v for k, v in overrides.items()}
     cfg = None
-    if resume is None:
+    if resume is not None and overrides.pop("qat", None):  # a new QAT run from a finished one
+        if config_file:
+            raise click.UsageError("--qat --resume takes the run's own config; drop --config")
+        base = qat_overrides(resume, load_checkpoint(resume), overrides.pop("epochs"), overrides.pop("lr"))
+        cfg, resume = make_config(base, **overrides), None
+    elif resume is None:
         cfg = make_config(load_yaml(config_file) if config_file else {}, **overrides)
     elif config_file or any(v is not None for v in overrides.values()):
         raise click.UsageError("--resume continues with the run's own config; drop the other options")

@@ -38,6 +38,8 @@ class TrainConfig:
     model: str = field(default="efficientnet_lite0", metadata={"help": "architecture (mdistill models lists them)"})
     pretrained: str = field(default="imagenet", metadata={"help": "imagenet or none"})
     embedding_dim: int = field(default=512, metadata={"help": "embedding size D"})
+    init_from: str = field(default="", metadata={"help": "start from this checkpoint's weights (same model, size and embedding)"})
+    qat: bool = field(default=False, metadata={"help": "quantisation-aware training: fake int8 as the static int8 export does (start from a trained run: --qat --resume CKPT)"})
     # loss
     loss: str = field(default="multi_similarity", metadata={"help": "task loss: multi_similarity, triplet or none (pure distillation)"})
     margin: float = field(default=0.2, metadata={"help": "triplet margin (the seed code used 0)"})

@@ -166,3 +166,27 @@ def test_unknown_calibration_is_a_clear_error(tiny):
 
     with pytest.raises(ExportError, match="unknown calibration 'percentile'"):
         export(tiny["ckpt"], formats=["tflite"], calibration="percentile")
+
+
+def test_bench_reports_quantised_and_mixed_latency_against_float32_at_two_thread_counts(outlier, tmp_path):
+    from mobile_distill.bench import bench, format_table
+
+    out = tmp_path / "export"
+    report = export(outlier, formats=["tflite"], out_dir=out, parity_samples=16, calib_samples=32, keep_failed=True,
+                    precisions={"tflite": ["float32", "int8", "dynamic_int8"]}, mixed_precision=True)
+    bench_report = bench(out, threads=[1, 2], warmup=1, runs=3, anchor="off")
+    rows = {(r["format"], r["precision"]): r for r in bench_report["rows"]}
+    f32 = rows[("tflite", "float32")]
+    for precision in ("int8", "dynamic_int8"):
+        row, exported = rows[("tflite", precision)], _row(report, precision)
+        # a refused file is measured too (it was kept) and marked, never counted as a bench failure
+        assert row["status"] == ("ok" if exported["status"] == "passed" else "refused"), row
+        assert set(row["speedup_vs_float32"]) == {"1", "2"}
+        for t in ("1", "2"):
+            assert row["speedup_vs_float32"][t] == pytest.approx(f32["threads"][t]["median_ms"] / row["threads"][t]["median_ms"])
+        assert "recall@1" in row["recall"]
+    assert rows[("tflite", "dynamic_int8")]["float_ops"] == 1  # the mixed file: its head in float
+    table = format_table(bench_report)
+    assert "speed vs fp32 1T/2T" in table and "dynamic_int8 mixed (1 float ops)" in table
+    assert bench_report["passed"]
+    assert (out / "bench" / "latency_vs_recall.png").stat().st_size > 1000

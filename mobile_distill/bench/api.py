@@ -122,7 +122,9 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
         if row["status"] == "ok" and min_recall is not None and row.get("recall", {}).get("recall@1", 1e9) < min_recall:
             row["status"] = "failed"
             row["error"] = f"Recall@1 {row['recall']['recall@1']:.2f} < --min-recall {min_recall}"
+    _add_speedups(rows)
     report = {
+        "teacher": _teacher_reference(model, dataset.name),
         "export_dir": str(export_dir), "dataset": dataset.name, "test_images": len(images), "image_size": size,
         "architecture": model["architecture"], "threads": list(threads), "warmup": warmup, "runs": runs,
         "complexity": _complexity(ckpt, size), "machine": machine(), "rows": rows,
@@ -139,22 +141,70 @@ def _targets(export_dir: Path, card: Dict, ckpt: Path) -> List[Dict]:
     if ckpt.is_file():
         targets.append({"format": "pytorch", "precision": "float32", "runtime": "pytorch", "file": str(ckpt),
                         "spec": spec, "size_bytes": ckpt.stat().st_size})
-    for a in card["artifacts"]:
+    for a in card["artifacts"] + _refused(export_dir):
         inp = a["input"]
+        quant = a.get("details", {}).get("quantization") or {}
         targets.append({
             "format": a["format"], "precision": a["precision"], "runtime": a["format"],
-            "file": str(export_dir / a["file"]), "size_bytes": a.get("size_bytes"),
+            "file": str(a.get("kept_at") or export_dir / a["file"]), "size_bytes": a.get("size_bytes"),
             "spec": {"image_size": int(model["image_size"]), "layout": inp["layout"].lower(), "dtype": inp["dtype"]},
-            "parity": a.get("parity") or {},
+            "parity": a.get("parity") or {}, "float_ops": len(quant.get("float_ops") or []),
+            **({"refused": a["failures"]} if a["status"] == "failed" else {}),
         })
     return targets
+
+
+def _add_speedups(rows: List[Dict]) -> None:
+    """``speedup_vs_float32[threads]``: the same format's float32 median latency over this row's
+    (both measured in this run, so the ratio is fair on a noisy shared host)."""
+    base = {r["format"]: r for r in rows if r["precision"] == "float32" and r.get("threads")}
+    for r in rows:
+        ref = base.get(r["format"])
+        if ref is not None and r.get("threads"):
+            r["speedup_vs_float32"] = {t: ref["threads"][t]["median_ms"] / v["median_ms"]
+                                       for t, v in r["threads"].items() if t in ref["threads"]}
+
+
+def _teacher_reference(model: Dict, dataset: str) -> Optional[Dict]:
+    """The teacher's own test Recall@1 (its checkpoint's last evaluation, when it was on the same
+    data set), for the plots."""
+    from ..checkpoint import load_checkpoint
+    from ..errors import CheckpointError
+
+    path = (model.get("teacher") or {}).get("path")
+    try:
+        ckpt = load_checkpoint(path) if path else None
+    except CheckpointError:
+        return None
+    scored = [row for row in (ckpt or {}).get("history", []) if "test_recall@1" in row]
+    if not scored or ckpt.get("data", {}).get("name") != dataset:
+        return None
+    return {"architecture": ckpt["model"]["arch"], "image_size": ckpt["model"]["image_size"],
+            "recall@1": 100 * scored[-1]["test_recall@1"]}
+
+
+def _refused(export_dir: Path) -> List[Dict]:
+    """The rows the export gate refused (export_report.json): measured too when ``--keep-failed``
+    kept the file, so the trade-off plots show what was refused and why."""
+    path = export_dir / "export_report.json"
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text()).get("rows", [])
+    return [{**r, "kept_at": r.get("kept_at") if r.get("kept_at") and Path(r["kept_at"]).is_file() else None}
+            for r in rows if r.get("status") == "failed" and r.get("parity")]
 
 
 def _measure(target: Dict, image_file: Path, out_dir: Path, threads, warmup: int, runs: int) -> Dict:
     from .runners import CoremlRunner
 
     row = {k: target[k] for k in ("format", "precision", "runtime", "size_bytes")}
-    row.update(file=Path(target["file"]).name, parity=target.get("parity", {}), status="ok")
+    row.update(file=Path(target["file"]).name, parity=target.get("parity", {}), status="ok",
+               float_ops=target.get("float_ops", 0))
+    if "refused" in target:  # not shipped: measured only when its file was kept, never counted as a failure here
+        row.update(status="refused", refused=target["refused"])
+        if not Path(target["file"]).is_file():
+            return row
+        row["size_bytes"] = row["size_bytes"] or Path(target["file"]).stat().st_size
     if target["runtime"] == "coreml" and not CoremlRunner.available():
         row.update(status="skipped", error="CoreML prediction needs macOS; not measured on this machine")
         return row
@@ -176,7 +226,7 @@ def _measure(target: Dict, image_file: Path, out_dir: Path, threads, warmup: int
             "ok": False, "error": f"worker exited {proc.returncode}: {proc.stderr.strip()[-300:]}"}
     row["wall_s"] = round(time.perf_counter() - start, 1)
     if not result.pop("ok"):
-        row.update(status="failed", error=result["error"])
+        row.update(status="failed" if row["status"] == "ok" else row["status"], error=result["error"])
         return row
     row.update(result)
     row["_embeddings"] = emb_file

@@ -84,6 +84,12 @@ def export(
 
     checkpoint = Path(checkpoint)
     ckpt, net, size, resize, dataset = load_for_export(checkpoint, data)
+    qat_net = None
+    if "qat" in ckpt:  # every file is gated against the float network the QAT run started from
+        from ..checkpoint import model_from_checkpoint
+
+        reference = {**ckpt, "state_dict": ckpt["qat"]["float_reference"]}
+        qat_net, net = net, model_from_checkpoint(reference, f"{checkpoint} (its float reference)").eval()
     cfg = ckpt.get("config", {})
     parity = pick_parity_samples(dataset.test, parity_samples, seed)
     log(f"loading {len(parity)} test images for parity and {min(calib_samples, len(dataset.train))} "
@@ -108,6 +114,10 @@ def export(
         dtype = input_dtype if input_dtype in getattr(module, "INPUT_DTYPES", (input_dtype,)) else "float32"
         spec = InputSpec(size, input_layout or module.DEFAULT_LAYOUT, dtype)
         wrapped = ExportModule(net, spec)
+        if qat_net is not None:  # static int8 is the trained fake-quantised graph, not a new calibration
+            from ..qat import deployable
+
+            wrapped.qat = ExportModule(deployable(qat_net, ckpt["qat"], size), spec)
         for precision in wanted[fmt]:
             log(f"{fmt} {precision}: converting")
             rows.append(_export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name,

@@ -90,6 +90,16 @@ def _convert_int8_static(module, spec, calib: np.ndarray) -> bytes:
     return bytes(edge.model_content())
 
 
+def _convert_int8_qat(module, spec) -> bytes:
+    import litert_torch
+    from litert_torch.quantize import quant_config
+
+    with _quiet():
+        edge = litert_torch.convert(module, (spec.sample(),),
+                                    quant_config=quant_config.QuantConfig(pt2e_quantizer=module.net.quantizer))
+    return bytes(edge.model_content())
+
+
 def _float16(float_model: bytes) -> bytes:
     from ai_edge_quantizer import quantizer
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
@@ -111,6 +121,11 @@ def convert(module, spec, precision: str, path: Path, metadata: str, calib: Opti
         model = _convert_float(module, spec)
     elif precision == "float16":
         model = _float16(_convert_float(module, spec))
+    elif precision == "int8" and calibration == "minmax" and getattr(module, "qat", None) is not None:
+        model = _convert_int8_qat(module.qat, spec)
+        details["quantization"] = {"quantizer": "litert-torch PT2E", "config": "symmetric, per-channel weights; "
+                                   "quantisation-aware trained (mdistill train --qat)", "calibration": "none: the "
+                                   "activation ranges its QAT observers learned", "float_ops": []}
     elif precision == "int8" and calibration == "minmax":
         if calib is None or len(calib) == 0:
             raise ValueError("static int8 needs calibration images")

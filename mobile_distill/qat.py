@@ -1,0 +1,223 @@
+"""Quantisation-aware fine-tuning: a trained student learns weights that survive static int8.
+
+``QatStudent`` is the student as a PT2E fake-quantised graph (litert-torch's quantizer with
+``is_qat=True``: the same symmetric per-channel weight and per-tensor activation scheme as the
+static int8 export, BatchNorm folding simulated). It shares every parameter and BatchNorm buffer
+with the float ``EmbeddingNet`` it was built from, so the training loop, its losses (the float
+teacher still teaches) and its checkpoints see an ordinary student; the checkpoint keeps the float
+weights, which ``mdistill export`` calibrates and quantises with the same gate as any other.
+
+Start one from a finished run:  mdistill train --qat --resume runs/student/last.pt
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from .errors import CheckpointError, ConfigError, MissingDependencyError
+
+# A QAT run fine-tunes a converged student: a short schedule at a small learning rate.
+QAT_EPOCH_FRACTION = 0.05
+QAT_LR_FRACTION = 0.01
+# Its last three quarters of epochs train with the activation ranges and BatchNorm statistics frozen
+# (the PT2E QAT recipe): the weights settle on the ranges and statistics the int8 file will use.
+QAT_FROZEN_FRACTION = 0.75
+_BATCH_NORMS = ("batch_norm", "_native_batch_norm_legit", "cudnn_batch_norm")
+
+
+class _Taps(nn.Module):
+    """The embedding plus the stage maps the distillation losses read, as one traceable forward."""
+
+    def __init__(self, net: nn.Module, stages: Sequence[int]):
+        super().__init__()
+        self.net, self.stages = net, list(stages)
+
+    def forward(self, x):
+        if not self.stages:
+            return (self.net(x),)
+        emb, maps = self.net.forward_intermediates(x, self.stages)
+        return (emb, *maps)
+
+
+class _Pattern(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+@contextlib.contextmanager
+def _pattern_export_accepts_functions():
+    """litert-torch 0.10's conv-BN QAT annotator hands a plain function to torchao's pattern
+    tracer, which passes it to ``torch.export``; torch >= 2.9 accepts only modules there. Wrap
+    the function in a module for the duration of ``prepare_qat_pt2e``."""
+    from litert_torch.quantize import pt2e_quantizer_utils as utils
+
+    original = utils._get_aten_graph_module_for_pattern
+
+    def wrapped(pattern, example_inputs, is_cuda=False, **kwargs):
+        if not isinstance(pattern, nn.Module):
+            pattern = _Pattern(pattern)
+        return original(pattern, example_inputs, is_cuda, **kwargs)
+
+    utils._get_aten_graph_module_for_pattern = wrapped
+    try:
+        yield
+    finally:
+        utils._get_aten_graph_module_for_pattern = original
+
+
+class QatStudent(nn.Module):
+    """A fake-quantised view of ``net`` with the student API the training loop uses."""
+
+    def __init__(self, net: nn.Module, stages: Sequence[int], image_size: int):
+        super().__init__()
+        try:
+            from litert_torch.quantize import pt2e_quantizer
+            from torchao.quantization.pt2e import quantize_pt2e
+        except ImportError as e:
+            raise MissingDependencyError(f"--qat needs {e.name}: pip install 'mobile_distill[export]'") from None
+        n = len(net.feature_info)
+        self.stages = sorted({int(i) % n for i in stages})
+        self.net, self.feature_info, self.head = net, net.feature_info, net.head
+        # the float network this run started from: what the int8 file replaces, so what it is gated against
+        self.float_reference = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        param = next(net.parameters())
+        # batch 2 in the example: train-mode BatchNorm cannot trace one image of 1x1 maps
+        example = torch.rand(2, 3, image_size, image_size, device=param.device).contiguous(memory_format=torch.channels_last)
+        self.quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+        shapes = ({0: torch.export.Dim("batch", min=1)},)
+        graph = torch.export.export(_Taps(net.train(), self.stages), (example,), dynamic_shapes=shapes).module()
+        with _pattern_export_accepts_functions():
+            self.graph = quantize_pt2e.prepare_qat_pt2e(graph, self.quantizer)
+
+    frozen = False
+
+    def train(self, mode: bool = True):
+        """Train or eval mode. Activation observers learn ranges only in unfrozen training:
+        evaluating (on test images, say) never moves them."""
+        from torchao.quantization.pt2e import FakeQuantizeBase, move_exported_model_to_eval, move_exported_model_to_train
+
+        with torch.random.fork_rng():  # the graph rewrite traces patterns on random inputs: keep the run's RNG
+            (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.graph)
+        for fq in self.graph.modules():
+            if isinstance(fq, FakeQuantizeBase):
+                # weight grids (per channel) follow the weights even when frozen: a frozen weight grid
+                # drifts from what convert_pt2e derives from the observer's ranges
+                weights = getattr(fq, "qscheme", None) == torch.per_channel_symmetric
+                (fq.enable_observer if mode and (weights or not self.frozen) else fq.disable_observer)()
+        if mode and self.frozen:
+            self._batch_norm_statistics(training=False)
+        self.training = mode
+        return self
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """Freeze ranges and BatchNorm statistics for the last ``QAT_FROZEN_FRACTION`` of the epochs
+        (never in a one-epoch run); a function of the epoch alone, so a resumed run does the same."""
+        self.frozen = epochs > 1 and epoch >= epochs - max(1, round(epochs * QAT_FROZEN_FRACTION))
+        self.train(self.training)
+
+    def _batch_norm_statistics(self, training: bool) -> None:
+        # the ``training`` argument (index 5) of each batch-norm call in the graph
+        for node in self.graph.graph.nodes:
+            if node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] in _BATCH_NORMS:
+                args = list(node.args)
+                args[5] = training
+                node.args = tuple(args)
+        self.graph.recompile()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)[0]
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        wanted = sorted({int(i) % len(self.feature_info) for i in indices})
+        if wanted != self.stages:
+            raise ValueError(f"this QAT graph taps stages {self.stages}, not {wanted}")
+        emb, *maps = self.graph(x)
+        return emb, maps
+
+    def model_info(self) -> Dict:
+        return self.net.model_info()
+
+    def quantizer_state(self) -> Dict:
+        """What a checkpoint needs besides the float weights: the tapped stages and the observers'
+        and fake-quantisers' buffers (the learned activation ranges)."""
+        own = {id(t) for t in self.net.state_dict(keep_vars=True).values()}
+        return {"stages": list(self.stages), "float_reference": self.float_reference,
+                "state": {k: v.detach().clone() for k, v in self.graph.state_dict(keep_vars=True).items()
+                          if id(v) not in own}}
+
+    def load_quantizer_state(self, record: Dict) -> None:
+        mine, theirs = set(self.quantizer_state()["state"]), set(record["state"])
+        if mine != theirs or list(record["stages"]) != self.stages:
+            raise CheckpointError(f"the checkpoint's QAT observers do not fit this graph ({len(mine ^ theirs)} "
+                                  f"buffer name(s) differ; stages {record['stages']} vs {self.stages})")
+        # buffer by buffer, in place: the observers' own state-dict loading skips some of them (eps)
+        with torch.no_grad():
+            for name, value in record["state"].items():
+                self.graph.get_buffer(name).resize_(value.shape).copy_(value)
+        self.float_reference = record["float_reference"]
+
+
+class _Embedding(nn.Module):
+    """The first output of a converted QAT graph, as an ``EmbeddingNet``-like module."""
+
+    def __init__(self, graph):
+        super().__init__()
+        from torchao.quantization.pt2e import allow_exported_model_train_eval
+
+        self.graph = allow_exported_model_train_eval(graph)
+
+    def forward(self, x):
+        return self.graph(x)[0]
+
+
+def deployable(net: nn.Module, record: Dict, image_size: int) -> nn.Module:
+    """The int8 network a QAT checkpoint trained for: its graph rebuilt, its observers' ranges loaded, converted to quantise/dequantise pairs (what litert-torch turns into int8 ops)."""
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+
+    student = QatStudent(copy.deepcopy(net), record["stages"], image_size)
+    student.load_quantizer_state(record)
+    # convert the graph as prepared (training-mode batch norms): the conv-BN folding matches that
+    # pattern only; switching to eval first would leave BN unfolded and the weights' scales wrong
+    converted = quantize_pt2e.convert_pt2e(student.graph, fold_quantize=False)
+    with torch.random.fork_rng():
+        move_exported_model_to_eval(converted)
+    embedding = _Embedding(converted)
+    embedding.quantizer = student.quantizer
+    return embedding
+
+
+def float_net(model: nn.Module) -> nn.Module:
+    """The float ``EmbeddingNet`` behind a student (itself unless it is a ``QatStudent``)."""
+    return model.net if isinstance(model, QatStudent) else model
+
+
+def qat_overrides(checkpoint: str | Path, ckpt: Dict, epochs: int | None = None, lr: float | None = None) -> Dict:
+    """The config of a QAT run started from a finished run: its data, model and batches, fine-tuning
+    from its weights for ``QAT_EPOCH_FRACTION`` of its schedule at ``QAT_LR_FRACTION`` of its
+    learning rates, taught by the float network itself (absolute loss, live, on the student's own
+    views): the fake-int8 student learns to reproduce the float one it replaces, which is what the
+    export gate measures. ``--teacher T --distill ...`` on the command line brings a big teacher back."""
+    cfg = dict(ckpt["config"])
+    if cfg.get("qat"):
+        raise ConfigError(f"{checkpoint} is already a QAT run: resume it with --resume alone")
+    scale = (lr / cfg["lr"]) if lr else QAT_LR_FRACTION
+    cfg.update(teacher=str(checkpoint), distill=["absolute:1"], loss="none", teacher_view="augmented",
+               teacher_cache=False, teacher_image_size=0, teacher_dtype="float32", mixup=0.0, teacher_cache_dir="")
+    cfg.update(qat=True, init_from=str(checkpoint), name=f"{cfg['name']}-qat", warmup_epochs=0.0,
+               epochs=epochs or max(1, round(cfg["epochs"] * QAT_EPOCH_FRACTION)),
+               lr=cfg["lr"] * scale, backbone_lr=cfg["backbone_lr"] * scale, out_dir=str(Path(checkpoint).parent.parent))
+    cfg["eval_every"] = 1 if cfg["epochs"] <= 10 else cfg.get("eval_every", 0)
+    return cfg

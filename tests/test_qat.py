@@ -1,0 +1,136 @@
+"""Quantisation-aware training end to end on a tiny student: `mdistill train --qat --resume`, the
+fake-quantised graph's bookkeeping (observers, frozen ranges and BatchNorm statistics, resume), and
+its export: the static int8 file is the trained graph itself, gated against the float student."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli, train_tiny_student
+
+import litert_torch  # noqa: F401  (part of `make setup`)
+
+from mobile_distill.checkpoint import load_checkpoint, model_from_checkpoint
+from mobile_distill.data import create_dataset
+from mobile_distill.export import export
+from mobile_distill.export.prepare import load_images
+from mobile_distill.models import create_model
+from mobile_distill.qat import QatStudent
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qat")
+    start = train_tiny_student(root)
+    run_cli("train", "--qat", "--resume", start, "--epochs", "4", "--quiet")
+    return {"root": root, "start": start, "qat": root / "runs" / "tiny-qat" / "last.pt"}
+
+
+def test_qat_run_fine_tunes_the_float_student_it_started_from(runs):
+    start, q = load_checkpoint(runs["start"]), load_checkpoint(runs["qat"])
+    cfg = q["config"]
+    assert cfg["qat"] and cfg["init_from"] == str(runs["start"]) and cfg["epochs"] == 4
+    assert cfg["teacher"] == str(runs["start"]) and cfg["distill"] == ["absolute:1"] and cfg["loss"] == "none"
+    assert cfg["lr"] == pytest.approx(start["config"]["lr"] * 0.01)
+    record = q["qat"]
+    # the float reference is the starting weights, bit for bit; the trained weights moved
+    assert all(torch.equal(record["float_reference"][k], v) for k, v in start["state_dict"].items())
+    moved = [k for k, v in start["state_dict"].items() if v.is_floating_point() and not torch.equal(q["state_dict"][k], v)]
+    assert moved
+    # observers learned finite activation ranges
+    ranges = [v for k, v in record["state"].items() if k.endswith(("min_val", "max_val"))]
+    assert ranges and all(torch.isfinite(v).all() for v in ranges)
+
+
+def test_activation_observers_learn_only_in_unfrozen_training():
+    torch.manual_seed(0)
+    student = QatStudent(create_model("mobilenet_v1_025", 16, "none", 32), [], 32)
+    x = torch.rand(8, 3, 32, 32)
+    student.train()
+    student(x)
+    activations = {n for n, m in student.graph.named_modules()
+                   if hasattr(m, "fake_quant_enabled") and m.qscheme != torch.per_channel_symmetric}
+    state = lambda: {k: v.clone() for k, v in student.quantizer_state()["state"].items()  # noqa: E731
+                     if k.split(".")[0] in activations and not k.endswith("_enabled")}  # ranges, not switches
+    assert len(activations) > 10
+    bn = lambda: [b.clone() for n, b in student.net.named_buffers() if n.endswith("running_mean")]  # noqa: E731
+    before = state()
+    student.train()
+    student(x * 2)
+    assert any(not torch.equal(before[k], v) for k, v in state().items())  # training moves the ranges
+    before, stats = state(), bn()
+    student.eval()
+    student(x * 3)  # evaluating (on test images, say) must not calibrate on them
+    assert all(torch.equal(before[k], v) for k, v in state().items())
+    student.set_epoch(3, 4)  # the last quarter: ranges and BatchNorm statistics frozen in training too
+    student.train()
+    train_out = student(x * 3)
+    assert all(torch.equal(before[k], v) for k, v in state().items())
+    assert all(torch.equal(a, b) for a, b in zip(stats, bn()))
+    student.eval()
+    assert torch.allclose(train_out, student(x * 3))  # frozen training computes what the int8 file will
+    student.set_epoch(0, 4)
+    student.train()
+    student(x * 3)
+    assert any(not torch.equal(before[k], v) for k, v in state().items())
+
+
+def test_qat_resume_after_kill_is_bit_identical(runs, tmp_path):
+    from conftest import run_killed_then_resumed
+
+    root = tmp_path / "r"
+    args = ["--qat", "--resume", str(runs["start"]), "--epochs", "3", "--out-dir", str(root)]
+    run_cli("train", *args, "--name", "straight", "--quiet")
+    killed_at = run_killed_then_resumed([*args, "--name", "killed"], root / "killed" / "last.pt", kill_after_epoch=1)
+    assert killed_at in (1, 2)
+    a, b = load_checkpoint(root / "straight" / "last.pt"), load_checkpoint(root / "killed" / "last.pt")
+    assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
+    assert all(torch.equal(v, b["qat"]["state"][k]) for k, v in a["qat"]["state"].items())
+
+
+def test_qat_refuses_to_restart_a_qat_run(runs):
+    result = run_cli("train", "--qat", "--resume", runs["qat"], check=False)
+    assert result.returncode != 0 and "already a QAT run" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_qat_export_is_the_trained_int8_network_gated_against_the_float_student(runs, tmp_path):
+    q = load_checkpoint(runs["qat"])
+    report = export(runs["qat"], formats=["tflite"], out_dir=tmp_path, parity_samples=0, calib_samples=16,
+                    precisions={"tflite": ["float32", "int8"]}, mixed_precision=False, keep_failed=True)
+    rows = {r["precision"]: r for r in report["rows"]}
+    assert rows["int8"]["details"]["quantization"]["calibration"].startswith("none: the activation ranges")
+    # the gate's reference is the float student the run started from: the float32 file holds it
+    start = model_from_checkpoint(load_checkpoint(runs["start"])).eval()
+    data = create_dataset(q["config"]["data"], progress=False)
+    images = load_images(data.test, 32, data.name)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    with torch.no_grad():
+        float_start = start(x).numpy()
+    assert report["pytorch_recall@1"] == pytest.approx(100 * _recall1(float_start, [y for _, y in data.test]))
+    int8 = tmp_path / ("student_int8.tflite" if rows["int8"]["status"] == "passed" else "failed/student_int8.tflite")
+    # the file computes the trained fake-quantised graph (its ranges, not a new calibration)
+    from mobile_distill.bench.runners import TfliteRunner
+    from mobile_distill.export.prepare import InputSpec
+
+    student = QatStudent(model_from_checkpoint(q), q["qat"]["stages"], 32)
+    student.load_quantizer_state(q["qat"])
+    student.eval()
+    with torch.no_grad():
+        fake = torch.nn.functional.normalize(student(x), dim=1).numpy()
+    tfl = TfliteRunner(int8, InputSpec(32, "nhwc", "float32"), threads=1)(images)
+    assert float((tfl * fake).sum(1).min()) > 0.99
+    # ... and the same gate judged it against the float student (its figures are in the report). On this
+    # 32-image toy, post-training int8 already passes and four QAT epochs do not beat it (the int8 file
+    # keeps cosine 0.997 to the float student but loses asymmetric Recall@1 on a 4-image-per-class
+    # gallery); the case QAT is for, the table student, is measured in the README.
+    gate = rows["int8"]["parity"]
+    assert gate["images"] == 32 and {"recall@1_drop", "asymmetric_recall@1_drop", "top1_agreement_eps"} <= set(gate)
+
+
+def _recall1(emb, labels):
+    labels = np.asarray(labels)
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -np.inf)
+    return float((labels[sim.argmax(1)] == labels).mean())
