@@ -75,6 +75,22 @@ def _pattern_export_accepts_functions():
         utils._get_aten_graph_module_for_pattern = original
 
 
+def _symmetric_weight_grids(graph) -> None:
+    """Train on the weight grid the int8 file will use. The fused fake-quantiser of the QAT config
+    computes a per-channel *affine* grid (scale = range / 255, some zero points non-zero) although its
+    scheme says symmetric; ``convert_pt2e`` then derives the symmetric one (scale = max|w| / 127), so
+    every weight tuned to its side of a rounding boundary lands on a grid 0.4 % off (measured: the file
+    matched its trained graph to cosine 0.983). The plain fake-quantiser computes the symmetric grid."""
+    from torchao.quantization.pt2e import FakeQuantize, FusedMovingAvgObsFakeQuantize, MovingAveragePerChannelMinMaxObserver
+
+    for name, fused in list(graph.named_children()):
+        if isinstance(fused, FusedMovingAvgObsFakeQuantize) and fused.qscheme == torch.per_channel_symmetric:
+            plain = FakeQuantize(observer=MovingAveragePerChannelMinMaxObserver, quant_min=fused.quant_min,
+                                 quant_max=fused.quant_max, dtype=fused.dtype, qscheme=fused.qscheme,
+                                 ch_axis=fused.ch_axis, averaging_constant=fused.activation_post_process.averaging_constant)
+            setattr(graph, name, plain.to(fused.scale.device))
+
+
 class QatStudent(nn.Module):
     """A fake-quantised view of ``net`` with the student API the training loop uses."""
 
@@ -99,6 +115,7 @@ class QatStudent(nn.Module):
         graph = torch.export.export(_Taps(net.train(), self.stages), (example,), dynamic_shapes=shapes).module()
         with _pattern_export_accepts_functions():
             self.graph = quantize_pt2e.prepare_qat_pt2e(graph, self.quantizer)
+        _symmetric_weight_grids(self.graph)
 
     frozen = False
 
