@@ -128,8 +128,8 @@ class QatStudent(nn.Module):
             (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.graph)
         for fq in self.graph.modules():
             if isinstance(fq, FakeQuantizeBase):
-                # weight grids (per channel) follow the weights even when frozen: a frozen weight grid
-                # drifts from what convert_pt2e derives from the observer's ranges
+                # weight grids (per channel) keep following the weights when frozen: they are the
+                # per-channel maxima of the weights the int8 file will hold
                 weights = getattr(fq, "qscheme", None) == torch.per_channel_symmetric
                 (fq.enable_observer if mode and (weights or not self.frozen) else fq.disable_observer)()
         if mode and self.frozen:
@@ -199,21 +199,24 @@ class _Embedding(nn.Module):
 
 
 def deployable(net: nn.Module, record: Dict, image_size: int) -> nn.Module:
-    """The int8 network a QAT checkpoint trained for: its graph rebuilt, its observers' ranges loaded, converted to quantise/dequantise pairs (what litert-torch turns into int8 ops)."""
-    from torchao.quantization.pt2e import quantize_pt2e
-
-    from torchao.quantization.pt2e import move_exported_model_to_eval
+    """The int8 network a QAT checkpoint trained for: its graph rebuilt, its observers' state loaded,
+    converted to quantise/dequantise pairs (what litert-torch turns into int8 ops)."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
     student = QatStudent(copy.deepcopy(net), record["stages"], image_size)
     student.load_quantizer_state(record)
-    # convert the graph as prepared (training-mode batch norms): the conv-BN folding matches that
-    # pattern only; switching to eval first would leave BN unfolded and the weights' scales wrong
-    converted = quantize_pt2e.convert_pt2e(student.graph, fold_quantize=False)
+    converted = quantize_pt2e.convert_pt2e(student.graph, fold_quantize=False)  # then eval: PT2E's own order
     with torch.random.fork_rng():
         move_exported_model_to_eval(converted)
     embedding = _Embedding(converted)
     embedding.quantizer = student.quantizer
     return embedding
+
+
+def reference_checkpoint(ckpt: Dict) -> Dict:
+    """A QAT checkpoint as the float student it started from (what its files are gated and
+    benchmarked against); any other checkpoint as it is."""
+    return {**ckpt, "state_dict": ckpt["qat"]["float_reference"]} if "qat" in ckpt else ckpt
 
 
 def float_net(model: nn.Module) -> nn.Module:

@@ -26,10 +26,9 @@ class TorchRunner:
 
         torch.set_num_threads(threads)
         self.torch = torch
-        ckpt = load_checkpoint(checkpoint)
-        if "qat" in ckpt:  # a QAT run's files were exported and gated against the float student it started from
-            ckpt = {**ckpt, "state_dict": ckpt["qat"]["float_reference"]}
-        self.model = model_from_checkpoint(ckpt, str(checkpoint)).eval()
+        from ..qat import reference_checkpoint
+
+        self.model = model_from_checkpoint(reference_checkpoint(load_checkpoint(checkpoint)), str(checkpoint)).eval()
         self.spec = spec
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

@@ -87,9 +87,9 @@ def export(
     qat_net = None
     if "qat" in ckpt:  # every file is gated against the float network the QAT run started from
         from ..checkpoint import model_from_checkpoint
+        from ..qat import reference_checkpoint
 
-        reference = {**ckpt, "state_dict": ckpt["qat"]["float_reference"]}
-        qat_net, net = net, model_from_checkpoint(reference, f"{checkpoint} (its float reference)").eval()
+        qat_net, net = net, model_from_checkpoint(reference_checkpoint(ckpt), f"{checkpoint} (its float reference)").eval()
     cfg = ckpt.get("config", {})
     parity = pick_parity_samples(dataset.test, parity_samples, seed)
     log(f"loading {len(parity)} test images for parity and {min(calib_samples, len(dataset.train))} "
@@ -114,7 +114,7 @@ def export(
         dtype = input_dtype if input_dtype in getattr(module, "INPUT_DTYPES", (input_dtype,)) else "float32"
         spec = InputSpec(size, input_layout or module.DEFAULT_LAYOUT, dtype)
         wrapped = ExportModule(net, spec)
-        if qat_net is not None:  # static int8 is the trained fake-quantised graph, not a new calibration
+        if qat_net is not None and getattr(module, "ACCEPTS_QAT", False):  # static int8 is the trained graph
             from ..qat import deployable
 
             wrapped.qat = ExportModule(deployable(qat_net, ckpt["qat"], size), spec)

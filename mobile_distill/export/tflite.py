@@ -36,6 +36,7 @@ DEFAULT_LAYOUT = "nhwc"
 SUFFIX = ".tflite"
 RUNTIME = "LiteRT interpreter"
 METADATA_NAME = "mobile_distill"
+ACCEPTS_QAT = True  # static int8 of a QAT checkpoint is its trained graph (export/api.py)
 
 # The last float32 flatbuffer, which the quantisers start from. It holds its module, so that module
 # stays alive: a key of id(module) alone could match a later module allocated at the freed address.
@@ -71,8 +72,7 @@ def _convert_float(module, spec) -> bytes:
 
 
 def _convert_int8_static(module, spec, calib: np.ndarray) -> bytes:
-    import litert_torch
-    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from litert_torch.quantize import pt2e_quantizer
     from torchao.quantization.pt2e import quantize_pt2e
 
     sample = spec.sample()
@@ -85,18 +85,17 @@ def _convert_int8_static(module, spec, calib: np.ndarray) -> bytes:
             for x in spec.feed(calib):
                 prepared(torch.from_numpy(x[None]))
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-        edge = litert_torch.convert(converted, (sample,),
-                                    quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
-    return bytes(edge.model_content())
+    return _convert_pt2e(converted, spec, quantizer)
 
 
-def _convert_int8_qat(module, spec) -> bytes:
+def _convert_pt2e(converted, spec, quantizer) -> bytes:
+    """A PT2E-converted graph (quantise/dequantise pairs) to an int8 flatbuffer."""
     import litert_torch
     from litert_torch.quantize import quant_config
 
     with _quiet():
-        edge = litert_torch.convert(module, (spec.sample(),),
-                                    quant_config=quant_config.QuantConfig(pt2e_quantizer=module.net.quantizer))
+        edge = litert_torch.convert(converted, (spec.sample(),),
+                                    quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
     return bytes(edge.model_content())
 
 
@@ -122,7 +121,7 @@ def convert(module, spec, precision: str, path: Path, metadata: str, calib: Opti
     elif precision == "float16":
         model = _float16(_convert_float(module, spec))
     elif precision == "int8" and calibration == "minmax" and getattr(module, "qat", None) is not None:
-        model = _convert_int8_qat(module.qat, spec)
+        model = _convert_pt2e(module.qat, spec, module.qat.net.quantizer)
         details["quantization"] = {"quantizer": "litert-torch PT2E", "config": "symmetric, per-channel weights; "
                                    "quantisation-aware trained (mdistill train --qat)", "calibration": "none: the "
                                    "activation ranges its QAT observers learned", "float_ops": []}
