@@ -27,3 +27,7 @@ class DownloadError(MdistillError):
 
 class MissingDependencyError(MdistillError):
     """An optional package (or external tool such as npm) is not installed."""
+
+
+class BenchError(MdistillError):
+    """A benchmark that cannot start (no export folder, bad options, no device)."""

@@ -41,18 +41,19 @@ def make_shapes_dataset(root: Path, n_classes: int = 8, per_class: int = 6, size
     return root
 
 
-def train_tiny_student(root: Path, model: str = "resnet18") -> Path:
+def train_tiny_student(root: Path, model: str = "resnet18", **overrides) -> Path:
     """A student trained for seconds on a 16-class shapes set (8 unseen test classes x 4 images):
     real BatchNorm statistics and, for resnet18, Recall@1 near 100 on the unseen classes.
-    Returns the checkpoint path."""
+    ``overrides`` change the config (fewer epochs for a big architecture). Returns the checkpoint path."""
     from mobile_distill.config import make_config
     from mobile_distill.train import main
 
     data = make_shapes_dataset(root / "shapes", n_classes=16, per_class=4)
-    cfg = make_config(data=f"folder:{data}", out_dir=str(root / "runs"), name="tiny", model=model,
-                      pretrained="none", embedding_dim=32, image_size=32, epochs=6, classes_per_batch=4,
-                      images_per_class=4, batches_per_epoch=8, lr=1e-2, backbone_lr=1e-2, eval_every=0,
-                      loss="triplet", mining="all", margin=0.2)
+    settings = dict(data=f"folder:{data}", out_dir=str(root / "runs"), name="tiny", model=model,
+                    pretrained="none", embedding_dim=32, image_size=32, epochs=6, classes_per_batch=4,
+                    images_per_class=4, batches_per_epoch=8, lr=1e-2, backbone_lr=1e-2, eval_every=0,
+                    loss="triplet", mining="all", margin=0.2)
+    cfg = make_config(**{**settings, **overrides})
     main(cfg, progress=False)
     return root / "runs" / "tiny" / "last.pt"
 

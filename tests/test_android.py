@@ -44,7 +44,7 @@ def images(tmp_path_factory):
 
 def _golden(out: Path, images, swap_rb=False):
     from mobile_distill.export.android import write_golden
-    from mobile_distill.export.spec import InputSpec
+    from mobile_distill.runtime.spec import InputSpec
 
     specs = [InputSpec(64, "nhwc", "float32"), InputSpec(37, "nchw", "uint8"), InputSpec(96, "nhwc", "uint8"),
              InputSpec(24, "nchw", "float32")]
@@ -116,7 +116,7 @@ def test_export_android_fills_assets_with_a_gallery_from_the_exported_model(tmp_
     from ai_edge_litert.interpreter import Interpreter
 
     from mobile_distill.export.android import box_resize, load_rgb, to_input
-    from mobile_distill.export.spec import InputSpec
+    from mobile_distill.runtime.spec import InputSpec
 
     ckpt = train_tiny_student(tmp_path)
     assets = tmp_path / "assets"

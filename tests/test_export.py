@@ -112,16 +112,13 @@ def test_tflite_input_is_nhwc_and_op_histogram_is_reported(exported):
 
 
 @pytest.mark.parametrize("arch", ["mobilenet_v1_025", "resnet18", "efficientnet_lite0"])
-def test_tflite_float32_students_have_no_transpose(arch, tmp_path):
-    from mobile_distill.export import tflite
+def test_export_wrapper_is_exact(arch):
+    """The TF-"same" padding rewrite (zero-block concatenation, so LiteRT needs no TRANSPOSE; every
+    architecture's TRANSPOSE count is checked in test_architectures) computes what the net does."""
     from mobile_distill.export.prepare import ExportModule, InputSpec
     from mobile_distill.models import create_model
 
     net = create_model(arch, embedding_dim=32, pretrained="none", image_size=64).eval()
-    spec = InputSpec(64, "nhwc")
-    details = tflite.convert(ExportModule(net, spec), spec, "float32", tmp_path / "m.tflite", "{}")
-    assert details["transpose_ops"] == 0, details["ops"]
-    # and the TF-"same" padding rewrite is exact
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ExportModule(net, InputSpec(64, "nchw"))(x), net(x), rtol=0, atol=1e-6)

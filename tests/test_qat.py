@@ -111,7 +111,7 @@ def test_qat_export_is_the_trained_int8_network_gated_against_the_float_student(
     assert report["pytorch_recall@1"] == pytest.approx(100 * _recall1(float_start, [y for _, y in data.test]))
     int8 = tmp_path / ("student_int8.tflite" if rows["int8"]["status"] == "passed" else "failed/student_int8.tflite")
     # the file computes the trained fake-quantised graph (its ranges, not a new calibration)
-    from mobile_distill.bench.runners import TfliteRunner
+    from mobile_distill.runtime.tflite import TfliteRunner
     from mobile_distill.export.prepare import InputSpec
 
     student = QatStudent(model_from_checkpoint(q), q["qat"]["stages"], 32)
@@ -122,9 +122,10 @@ def test_qat_export_is_the_trained_int8_network_gated_against_the_float_student(
     tfl = TfliteRunner(int8, InputSpec(32, "nhwc", "float32"), threads=1)(images)
     assert float((tfl * fake).sum(1).min()) > 0.99
     # ... and the same gate judged it against the float student (its figures are in the report). On this
-    # 32-image toy, post-training int8 already passes and four QAT epochs do not beat it (the int8 file
-    # keeps cosine 0.997 to the float student but loses asymmetric Recall@1 on a 4-image-per-class
-    # gallery); the case QAT is for, the table student, is measured in the README.
+    # 32-image toy neither int8 file passes (measured: post-training with 16 calibration images, cosine
+    # mean 0.9997, loses one query of 32 on the asymmetric check; four QAT epochs, cosine mean 0.9975,
+    # lose six), so the test checks that the gate ran, not its verdict; the case QAT is for, the table
+    # student, is measured in the README.
     gate = rows["int8"]["parity"]
     assert gate["images"] == 32 and {"recall@1_drop", "asymmetric_recall@1_drop", "top1_agreement_eps"} <= set(gate)
 

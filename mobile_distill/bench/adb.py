@@ -37,7 +37,7 @@ DEVICE_DIR = f"/sdcard/Android/data/{PACKAGE}/files/bench"
 
 class Adb:
     def __init__(self, executable: str = "adb", serial: Optional[str] = None, timeout: float = 120):
-        from .api import BenchError
+        from ..errors import BenchError
 
         path = shutil.which(executable)
         if path is None:
@@ -47,7 +47,7 @@ class Adb:
         self.timeout = timeout
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        from .api import BenchError
+        from ..errors import BenchError
 
         try:
             proc = subprocess.run(self.base + list(args), capture_output=True, text=True, timeout=self.timeout)
@@ -61,7 +61,7 @@ class Adb:
 
 def check_device(adb: Adb) -> str:
     """The device model name; clear errors for no device and a missing app."""
-    from .api import BenchError
+    from ..errors import BenchError
 
     state = adb("get-state", check=False)
     if state.returncode != 0 or state.stdout.strip() != "device":
@@ -78,7 +78,7 @@ def check_device(adb: Adb) -> str:
 def device_row(executable: str, serial: Optional[str], export_dir: Path, card: Dict, images: np.ndarray,
                out_dir: Path, warmup: int, runs: int, threads: int = 1, poll_timeout: float = 600,
                log: Callable[[str], None] = lambda _: None) -> Dict:
-    from .api import BenchError
+    from ..errors import BenchError
 
     artifact = next((a for a in card["artifacts"] if a["format"] == "tflite" and a["precision"] == "float32"), None)
     if artifact is None:

@@ -31,7 +31,8 @@ def anchor_rows(model: Dict, out_dir: Path, image_file: Path, threads, warmup: i
                 ours: Optional[Dict] = None, required: bool = False,
                 log: Callable[[str], None] = lambda _: None) -> List[Dict]:
     """The anchor's row; with ``ours`` (our float32 TFLite target) also the paired ratio."""
-    from .api import BenchError, _measure
+    from ..errors import BenchError
+    from .timing import measure
 
     arch = model["architecture"]
     python = keras_python()
@@ -61,14 +62,14 @@ def anchor_rows(model: Dict, out_dir: Path, image_file: Path, threads, warmup: i
     target = {"format": "tflite-keras", "precision": "float32", "runtime": "tflite", "file": str(path),
               "size_bytes": path.stat().st_size,
               "spec": {"image_size": int(model["image_size"]), "layout": "nhwc", "dtype": "float32"}}
-    row = _measure(target, image_file, out_dir, threads, warmup, runs)
+    row = measure(target, image_file, out_dir, threads, warmup, runs)
     row.pop("_embeddings", None)  # random weights: its Recall@K means nothing
     (out_dir / "embeddings" / "tflite-keras_float32.npy").unlink(missing_ok=True)
     row["note"] = f"{KERAS_COUNTERPARTS[arch]}, random weights, TensorFlow's TFLite converter: latency anchor"
     if ours is not None and row["status"] == "ok":
         # The ratio comes from one process timing both files alternately (10x the runs: the
         # models take a fraction of a millisecond), not from two separate measurements.
-        paired = _measure({**ours, "format": "paired", "files": [ours, target]}, image_file, out_dir, threads,
+        paired = measure({**ours, "format": "paired", "files": [ours, target]}, image_file, out_dir, threads,
                           warmup, max(runs * 10, 1000))
         if paired["status"] == "ok":
             row["paired"] = {t: {"ours_median_ms": v[0]["median_ms"], "anchor_median_ms": v[1]["median_ms"],

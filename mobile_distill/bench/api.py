@@ -10,20 +10,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import MdistillError
-
-
-class BenchError(MdistillError):
-    """A benchmark that cannot start (no export folder, bad options, no device)."""
+from ..errors import BenchError
+from .timing import measure
 
 
 def machine() -> Dict:
@@ -35,7 +28,7 @@ def machine() -> Dict:
                 break
     except OSError:
         pass
-    from ..export.metadata import tool_versions
+    from ..utils.versions import tool_versions
 
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "tools": tool_versions()}
@@ -62,7 +55,7 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
     """
     from ..data import create_dataset
     from ..evaluate import retrieval_metrics
-    from ..export.prepare import load_images
+    from ..runtime.images import load_images
     from .report import write_outputs
 
     export_dir = Path(export_dir)
@@ -94,7 +87,7 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
     try:
         for target in targets:
             log(f"measuring {target['format']} {target['precision']}")
-            rows.append(_measure(target, image_file, out_dir, threads, warmup, runs))
+            rows.append(measure(target, image_file, out_dir, threads, warmup, runs))
         if anchor != "off":
             from .anchor import add_ratios, anchor_rows
 
@@ -192,45 +185,6 @@ def _refused(export_dir: Path) -> List[Dict]:
     rows = json.loads(path.read_text()).get("rows", [])
     return [{**r, "kept_at": r.get("kept_at") if r.get("kept_at") and Path(r["kept_at"]).is_file() else None}
             for r in rows if r.get("status") == "failed" and r.get("parity")]
-
-
-def _measure(target: Dict, image_file: Path, out_dir: Path, threads, warmup: int, runs: int) -> Dict:
-    from .runners import CoremlRunner
-
-    row = {k: target[k] for k in ("format", "precision", "runtime", "size_bytes")}
-    row.update(file=Path(target["file"]).name, parity=target.get("parity", {}), status="ok",
-               float_ops=target.get("float_ops", 0))
-    if "refused" in target:  # not shipped: measured only when its file was kept, never counted as a failure here
-        row.update(status="refused", refused=target["refused"])
-        if not Path(target["file"]).is_file():
-            return row
-        row["size_bytes"] = row["size_bytes"] or Path(target["file"]).stat().st_size
-    if target["runtime"] == "coreml" and not CoremlRunner.available():
-        row.update(status="skipped", error="CoreML prediction needs macOS; not measured on this machine")
-        return row
-    if not Path(target["file"]).exists():
-        row.update(status="failed", error=f"file missing: {target['file']}")
-        return row
-    tag = f"{target['format']}_{target['precision']}"
-    emb_file = out_dir / "embeddings" / f"{tag}.npy"
-    with tempfile.TemporaryDirectory() as tmp:
-        job = {**target, "images": str(image_file), "threads": list(threads), "warmup": warmup, "runs": runs,
-               "embeddings_out": str(emb_file), "result_out": str(Path(tmp) / "result.json")}
-        (Path(tmp) / "job.json").write_text(json.dumps(job))
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(threads))}
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "mobile_distill.bench.worker", str(Path(tmp) / "job.json")],
-                              capture_output=True, text=True, env=env)
-        result_path = Path(tmp) / "result.json"
-        result = json.loads(result_path.read_text()) if result_path.is_file() else {
-            "ok": False, "error": f"worker exited {proc.returncode}: {proc.stderr.strip()[-300:]}"}
-    row["wall_s"] = round(time.perf_counter() - start, 1)
-    if not result.pop("ok"):
-        row.update(status="failed" if row["status"] == "ok" else row["status"], error=result["error"])
-        return row
-    row.update(result)
-    row["_embeddings"] = emb_file
-    return row
 
 
 def _complexity(ckpt: Path, size: int) -> Optional[Dict]:

@@ -51,8 +51,7 @@ def _throughput(runner, images: np.ndarray, batch_sizes: List[int], seconds: flo
 def _paired(job: Dict, images: np.ndarray) -> Dict:
     """Latency of two files measured alternately in blocks, in one process: machine noise hits
     both alike, so their ratio is fair even for sub-millisecond models."""
-    from ..export.spec import InputSpec
-    from .runners import RUNNERS
+    from ..runtime import RUNNERS, InputSpec
 
     out = {}
     pool = [np.ascontiguousarray(images[i:i + 1]) for i in range(min(len(images), 32))]
@@ -77,8 +76,7 @@ def _paired(job: Dict, images: np.ndarray) -> Dict:
 
 
 def run_job(job: Dict) -> Dict:
-    from ..export.spec import InputSpec
-    from .runners import RUNNERS
+    from ..runtime import RUNNERS, InputSpec
 
     images = np.load(job["images"], mmap_mode="r")
     if job.get("files"):

@@ -4,8 +4,8 @@
     report = export("runs/student/last.pt", formats=["all"])
 
 One module per format (``onnx``, ``tflite``, ``coreml``), a shared parity gate (``parity``), the
-model card and embedded metadata (``metadata``), the orchestration (``api``). Names are imported
-lazily so that ``mobile_distill.export.spec`` can be used without loading torch.
+model card and embedded metadata (``metadata``), the orchestration (``api``); the files run on
+``mobile_distill.runtime``. Names are imported lazily, so importing the package loads no torch.
 """
 
 import importlib

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..utils.io import atomic_path, write_json_atomic
 from .parity import ExportError
-from .spec import InputSpec
+from ..runtime.spec import InputSpec
 
 PREPROCESS_RULE = ("centre square crop, box average to the model size (integer mean, half up), RGB / 255 "
                    "float32 or raw uint8 in the model's layout (android_demo/core/.../Preprocess.kt)")
@@ -72,7 +72,7 @@ def gallery_samples(spec: str) -> Tuple[List[Tuple[str, str]], str]:
 def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision: str = "float32",
                          limit: Optional[int] = None) -> Dict:
     """Copy the TFLite file + model card into ``assets`` and build the gallery with that file."""
-    from ..bench.runners import TfliteRunner
+    from ..runtime.tflite import TfliteRunner
 
     card = json.loads((export_dir / "model.json").read_text())
     artifact = next((a for a in card["artifacts"] if a["format"] == "tflite" and a["precision"] == precision), None)

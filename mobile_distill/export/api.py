@@ -206,17 +206,20 @@ def _export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name,
            "runtime": module.RUNTIME, "status": "failed", "failures": [], "parity": {}}
     _remove(staging)
     start = time.perf_counter()
+    stage = {"name": "conversion"}  # what a converter or runtime exception is reported as
     try:
         row["details"] = module.convert(wrapped, spec, precision, staging, embedded_document(card, row), calib,
                                         calibration=calibration)
         row["convert_s"] = round(time.perf_counter() - start, 2)
-        _check(row, module, staging, net, spec, precision, images, labels, reference, thresholds)
+        _check(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage)
         if row["failures"] and probe is not None and precision in getattr(module, "MIXED_PRECISIONS", ()):
+            stage["name"] = "mixed-precision search"
             _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, calibration, probe,
-                         net, images, labels, reference, thresholds, log)
+                         net, images, labels, reference, thresholds, log, stage)
     except Exception as e:  # a converter's own error becomes this row's ✗, the other rows go on
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        row["failures"].append(f"{fmt} {precision} conversion failed: {type(e).__name__}: {first[:300]}")
+        row["failures"].append(f"{fmt} {precision} {stage['name']} failed: {type(e).__name__}: {first[:300]}")
+        row["failed_stage"] = stage["name"]
     if not row["failures"]:
         row["status"] = "passed" if row["parity"] else "structural"
         row["sha256"] = file_digest(staging) if staging.is_file() else _tree_digest(staging)
@@ -236,23 +239,28 @@ def _export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name,
     return row
 
 
-def _check(row, module, staging, net, spec, precision, images, labels, reference, thresholds) -> None:
-    """Run the staged file on the test images and gate it (and the format's structural checks)."""
+def _check(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage=None) -> None:
+    """Run the staged file on the test images and gate it (and the format's structural checks);
+    ``stage["name"]`` follows along, so an exception names the step it came from."""
+    stage = stage if stage is not None else {}
     row["failures"], row["parity"] = [], {}
+    stage["name"] = f"run ({module.RUNTIME})"
     exported = module.run(staging, spec, images)
     if exported is None:
         row["parity_note"] = module.why_not_run()
     else:
+        stage["name"] = "parity gate"
         result = gate(reference, exported, labels, precision, thresholds)
         row["parity"], row["failures"] = result.figures, result.failures
     if hasattr(module, "structural_checks"):
+        stage["name"] = "structural check"
         failures, figures = module.structural_checks(staging, net, spec, precision)
         row["structural"] = figures
         row["failures"] += failures
 
 
 def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, calibration, probe, net,
-                 images, labels, reference, thresholds, log) -> None:
+                 images, labels, reference, thresholds, log, stage=None) -> None:
     """The all-quantised file failed: keep its figures as ``post_training`` and search for the
     fewest float ops whose file passes the gate at half its allowed loss on training images, then
     gate that on the test images."""
@@ -279,7 +287,7 @@ def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, ca
             f"allowed loss) on "
             f"{len(probe.images)} training images (tried {len(details['mixed_search'])})"]
         return
-    _check(row, module, staging, net, spec, precision, images, labels, reference, thresholds)
+    _check(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage)
 
 
 def _remove(path: Path) -> None:

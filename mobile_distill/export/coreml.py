@@ -9,7 +9,6 @@ metadata is there, and the first and last layers' weights read back equal to PyT
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import MissingDependencyError
+from ..runtime.coreml import can_run, why_not_run  # noqa: F401  (the format module's runtime hooks)
 
 PRECISIONS = ("float32", "float16")
 DEFAULT_PRECISIONS = PRECISIONS
@@ -32,14 +32,6 @@ def check_installed() -> None:
         import coremltools  # noqa: F401
     except ImportError:
         raise MissingDependencyError("CoreML export needs coremltools: pip install 'mobile_distill[export]'") from None
-
-
-def can_run() -> bool:
-    return sys.platform == "darwin"
-
-
-def why_not_run() -> str:
-    return "numeric parity not run here: CoreML prediction needs macOS (coremltools has no Linux runtime)"
 
 
 def convert(module, spec, precision: str, path: Path, metadata: str, calib=None, **_) -> Dict:
@@ -64,7 +56,7 @@ def convert(module, spec, precision: str, path: Path, metadata: str, calib=None,
 def run(path: Path, spec, images: np.ndarray) -> Optional[np.ndarray]:
     if not can_run():
         return None
-    from ..bench.runners import CoremlRunner
+    from ..runtime.coreml import CoremlRunner
 
     return CoremlRunner(path, spec, threads=1)(images).astype(np.float32)
 
@@ -80,17 +72,42 @@ def _array_shape(feature) -> List[int]:
     return [int(d) for d in feature.type.multiArrayType.shape]
 
 
-def _closest_const(consts: Dict, reference: np.ndarray) -> float:
+def _closest_const(consts: Dict[str, np.ndarray], reference: np.ndarray) -> float:
     """Smallest max-abs difference between ``reference`` and any weight const of its shape."""
-    diffs = [float(np.abs(np.asarray(c.val, dtype=np.float64) - reference).max())
-             for c in consts.values() if np.shape(c.val) == reference.shape]
+    diffs = [float(np.abs(np.asarray(c, dtype=np.float64) - reference).max())
+             for c in consts.values() if np.shape(c) == reference.shape]
     return min(diffs) if diffs else float("inf")
+
+
+def weight_consts(model) -> Dict[str, np.ndarray]:
+    """Every array-valued ``const`` of a saved ML program, by op name, read back from the package.
+
+    coremltools' own ``get_weights_metadata`` fails on programs where a const feeds an op whose
+    input is a list (EfficientNet-Lite's padding ``concat``: 'list' object has no attribute 'val'),
+    so this walks the program itself."""
+    from coremltools.converters.mil.frontend.milproto import load as milproto_load
+    from coremltools.models import utils as model_utils
+
+    prog = model_utils._convert_model_spec_to_pymil_prog(model, model.get_spec().specificationVersion,
+                                                          milproto_load.load)
+    consts: Dict[str, np.ndarray] = {}
+
+    def walk(block):
+        for op in block.operations:
+            for inner in op.blocks:
+                walk(inner)
+            value = op.val.val if op.op_type == "const" else None
+            if isinstance(value, np.ndarray) and value.size > 1:
+                consts[op.name] = value
+
+    for function in prog.functions.values():
+        walk(function)
+    return consts
 
 
 def structural_checks(path: Path, net, spec, precision: str) -> tuple[List[str], Dict]:
     """Checks that need no CoreML runtime. Returns (failures, figures)."""
     import coremltools as ct
-    from coremltools.optimize.coreml import get_weights_metadata
 
     failures: List[str] = []
     model = ct.models.MLModel(str(path), skip_model_load=True)
@@ -104,7 +121,7 @@ def structural_checks(path: Path, net, spec, precision: str) -> tuple[List[str],
         failures.append(f"output is not float32[1, {net.embedding_dim}]")
     if METADATA_KEY not in desc.metadata.userDefined:
         failures.append("metadata missing")
-    consts = get_weights_metadata(model, weight_threshold=1)
+    consts = weight_consts(model)
     tol = 1e-3 if precision == "float16" else 1e-6
     # The first layer is the normalisation (its mean); the last is the embedding head.
     first = net.normalize.mean.numpy().astype(np.float64)

@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..utils.io import file_digest
+from ..utils.versions import tool_versions
 
 KEY = "mobile_distill"  # ONNX metadata_props key, CoreML user_defined_metadata key, TFLite metadata name
 CARD_VERSION = 1
 EMBEDDED_ARTIFACT_KEYS = ("format", "precision", "file", "input", "output")
-_TOOLS = ("mobile_distill", "torch", "onnx", "onnxruntime", "onnxscript", "onnxslim", "litert-torch",
-          "ai-edge-litert", "ai-edge-quantizer", "coremltools")
-
-
-def tool_versions() -> Dict[str, str]:
-    out = {}
-    for name in _TOOLS:
-        try:
-            out[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _test_recall(ckpt: Dict[str, Any], checkpoint: Path) -> Dict[str, float]:

@@ -18,6 +18,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .quiet import quiet as _quiet
+
 # precision -> (ai-edge-quantizer preset name, needs calibration images)
 RECIPES = {
     "int8": ("static_wi8_ai8", True),
@@ -184,7 +186,7 @@ class Quantiser:
 
 
 def embed(model: bytes, spec, images: np.ndarray) -> np.ndarray:
-    from ..bench.runners import TfliteRunner
+    from ..runtime.tflite import TfliteRunner
 
     return TfliteRunner(model, spec, threads=1)(images)
 
@@ -283,9 +285,3 @@ def _plain(x):
     if isinstance(x, enum.Enum):
         return x.value
     return x
-
-
-def _quiet():
-    from .tflite import _quiet as quiet
-
-    return quiet()

@@ -49,7 +49,7 @@ def convert(module, spec, precision: str, path: Path, metadata: str, calib=None,
 
 
 def run(path: Path, spec, images: np.ndarray, batch_size: int = 64) -> Optional[np.ndarray]:
-    from ..bench.runners import OnnxRunner
+    from ..runtime.onnx import OnnxRunner
 
     runner = OnnxRunner(path, spec, threads=0)  # 0: ONNX Runtime picks the thread count
     return np.concatenate([runner(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])

@@ -11,12 +11,13 @@ import copy
 import random
 from typing import List, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .spec import INPUT_DTYPES, LAYOUTS, InputSpec  # noqa: F401  (re-exported)
+from ..runtime.images import load_images  # noqa: F401  (re-exported)
+from ..runtime.spec import INPUT_DTYPES, LAYOUTS, InputSpec  # noqa: F401  (re-exported)
+
 
 class ExportModule(nn.Module):
     """``EmbeddingNet`` behind the exported input contract; output (B, D) L2-normalised float32."""
@@ -80,19 +81,6 @@ def static_same_padding(net: nn.Module) -> nn.Module:
             if isinstance(child, Conv2dSame):
                 setattr(module, child_name, _ConcatPadConv(child))
     return net
-
-
-def load_images(samples: Sequence, image_size: int, dataset: str, eval_resize: float = 1.0) -> np.ndarray:
-    """(N, H, W, 3) uint8 images with the evaluation transform (resize + centre crop)."""
-    from ..data.base import load_image
-    from ..data.transforms import eval_transform
-
-    tf = eval_transform(image_size, eval_resize)
-    out = np.empty((len(samples), image_size, image_size, 3), dtype=np.uint8)
-    for i, (path, _) in enumerate(samples):
-        # ToTensor gave k/255; multiplying back and rounding recovers the exact byte.
-        out[i] = (tf(load_image(path, dataset)).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    return out
 
 
 def pick_parity_samples(test: Sequence, n: int, seed: int = 0) -> List:

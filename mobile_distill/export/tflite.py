@@ -17,9 +17,6 @@ holds the JSON (the standard TFLite mechanism; readable with any flatbuffer read
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Dict, Optional
@@ -28,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import MissingDependencyError
+from .quiet import quiet as _quiet
 
 PRECISIONS = ("float32", "float16", "int8", "int16act", "dynamic_int8", "weight_int8")
 DEFAULT_PRECISIONS = ("float32", "float16", "int8", "dynamic_int8", "weight_int8")
@@ -50,15 +48,6 @@ def check_installed() -> None:
         import litert_torch  # noqa: F401
     except ImportError as e:
         raise MissingDependencyError(f"TFLite export needs {e.name}: pip install 'mobile_distill[export]'") from None
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The converters print progress trees, quantisation summaries and (ai-edge-quantizer, whatever
-    its progress flag says) tqdm bars on stderr; keep the console to our table."""
-    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
 
 
 def _convert_float(module, spec) -> bytes:
@@ -209,6 +198,6 @@ def op_histogram(model: bytes) -> Dict[str, int]:
 
 
 def run(path: Path, spec, images: np.ndarray) -> Optional[np.ndarray]:
-    from ..bench.runners import TfliteRunner
+    from ..runtime.tflite import TfliteRunner
 
     return TfliteRunner(path, spec, threads=1)(images)

@@ -1,0 +1,53 @@
+"""One file measured in its own subprocess (``worker.py``): latency per thread count, throughput,
+peak memory, and its embeddings of the test images for Recall@K."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict
+
+from ..runtime.coreml import CoremlRunner
+
+
+def measure(target: Dict, image_file: Path, out_dir: Path, threads, warmup: int, runs: int) -> Dict:
+    """A bench row for ``target`` (an export row with its file path): ok, failed, refused or skipped."""
+    row = {k: target[k] for k in ("format", "precision", "runtime", "size_bytes")}
+    row.update(file=Path(target["file"]).name, parity=target.get("parity", {}), status="ok",
+               float_ops=target.get("float_ops", 0))
+    if "refused" in target:  # not shipped: measured only when its file was kept, never counted as a failure here
+        row.update(status="refused", refused=target["refused"])
+        if not Path(target["file"]).is_file():
+            return row
+        row["size_bytes"] = row["size_bytes"] or Path(target["file"]).stat().st_size
+    if target["runtime"] == "coreml" and not CoremlRunner.available():
+        row.update(status="skipped", error="CoreML prediction needs macOS; not measured on this machine")
+        return row
+    if not Path(target["file"]).exists():
+        row.update(status="failed", error=f"file missing: {target['file']}")
+        return row
+    tag = f"{target['format']}_{target['precision']}"
+    emb_file = out_dir / "embeddings" / f"{tag}.npy"
+    with tempfile.TemporaryDirectory() as tmp:
+        job = {**target, "images": str(image_file), "threads": list(threads), "warmup": warmup, "runs": runs,
+               "embeddings_out": str(emb_file), "result_out": str(Path(tmp) / "result.json")}
+        (Path(tmp) / "job.json").write_text(json.dumps(job))
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(threads))}
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "mobile_distill.bench.worker", str(Path(tmp) / "job.json")],
+                              capture_output=True, text=True, env=env)
+        result_path = Path(tmp) / "result.json"
+        result = json.loads(result_path.read_text()) if result_path.is_file() else {
+            "ok": False, "error": f"worker exited {proc.returncode}: {proc.stderr.strip()[-300:]}"}
+    row["wall_s"] = round(time.perf_counter() - start, 1)
+    if not result.pop("ok"):
+        row.update(status="failed" if row["status"] == "ok" else row["status"], error=result["error"])
+        return row
+    row.update(result)
+    row["_embeddings"] = emb_file
+    return row

@@ -1,0 +1,16 @@
+"""One module per runtime, below both ``export`` (the parity gate) and ``bench`` (timing):
+``pytorch`` (the reference), ``onnx`` (ONNX Runtime), ``tflite`` (the LiteRT interpreter),
+``coreml`` (Core ML, macOS only). Each runner loads a file with a pinned thread count and embeds a
+batch of ``images.load_images`` images the way its file expects (``spec.InputSpec.feed``).
+Adding a format means one converter module in ``export`` and one runtime module here.
+"""
+
+from .coreml import CoremlRunner
+from .onnx import OnnxRunner
+from .pytorch import TorchRunner
+from .spec import InputSpec
+from .tflite import TfliteRunner
+
+RUNNERS = {"pytorch": TorchRunner, "onnx": OnnxRunner, "tflite": TfliteRunner, "coreml": CoremlRunner}
+
+__all__ = ["RUNNERS", "InputSpec", "TorchRunner", "OnnxRunner", "TfliteRunner", "CoremlRunner"]
