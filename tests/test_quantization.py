@@ -69,6 +69,16 @@ def outlier(tiny):
     return path
 
 
+@pytest.fixture(scope="module")
+def mixed(outlier, tmp_path_factory):
+    """The outlier model exported with the mixed-precision retry (refused files kept for bench);
+    the gate takes 4 of the 8 test classes, the search probes the other 4."""
+    out = tmp_path_factory.mktemp("mixed") / "export"
+    report = export(outlier, formats=["tflite"], out_dir=out, parity_samples=16, calib_samples=32, keep_failed=True,
+                    precisions={"tflite": ["float32", "int8", "dynamic_int8"]}, mixed_precision=True)
+    return out, report
+
+
 def test_int8_refusals_are_real(outlier, tmp_path):
     out = tmp_path / "plain"
     report = export(outlier, formats=["tflite"], out_dir=out, parity_samples=0, calib_samples=32,
@@ -84,11 +94,8 @@ def test_int8_refusals_are_real(outlier, tmp_path):
     assert {a["precision"] for a in card["artifacts"]} == {"float32", "weight_int8"}
 
 
-def test_mixed_precision_keeps_the_outlier_path_float_and_passes(outlier, tmp_path):
-    out = tmp_path / "mixed"
-    # the gate takes 4 of the 8 test classes; the search probes the other 4
-    report = export(outlier, formats=["tflite"], out_dir=out, parity_samples=16, calib_samples=32,
-                    precisions={"tflite": ["float32", "int8", "dynamic_int8"]})
+def test_mixed_precision_keeps_the_outlier_path_float_and_passes(mixed):
+    out, report = mixed
     f32 = _row(report, "float32")["size_bytes"]
     row = _row(report, "dynamic_int8")
     assert row["status"] == "passed", row["failures"]
@@ -168,12 +175,10 @@ def test_unknown_calibration_is_a_clear_error(tiny):
         export(tiny["ckpt"], formats=["tflite"], calibration="percentile")
 
 
-def test_bench_reports_quantised_and_mixed_latency_against_float32_at_two_thread_counts(outlier, tmp_path):
+def test_bench_reports_quantised_and_mixed_latency_against_float32_at_two_thread_counts(mixed):
     from mobile_distill.bench import bench, format_table
 
-    out = tmp_path / "export"
-    report = export(outlier, formats=["tflite"], out_dir=out, parity_samples=16, calib_samples=32, keep_failed=True,
-                    precisions={"tflite": ["float32", "int8", "dynamic_int8"]}, mixed_precision=True)
+    out, report = mixed
     bench_report = bench(out, threads=[1, 2], warmup=1, runs=3, anchor="off")
     rows = {(r["format"], r["precision"]): r for r in bench_report["rows"]}
     f32 = rows[("tflite", "float32")]
