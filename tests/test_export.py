@@ -179,6 +179,22 @@ def test_converter_exception_fails_only_its_row(trained, tmp_path, monkeypatch):
         "export_report.json", "model.json", "student_float32.onnx"]
 
 
+def test_a_runtime_exception_names_its_stage(trained, tmp_path, monkeypatch):
+    from mobile_distill.export import tflite
+
+    def broken_runtime(*args, **kwargs):
+        raise ValueError("interpreter could not allocate tensors")
+
+    monkeypatch.setattr(tflite, "run", broken_runtime)
+    report = export(trained["ckpt"], formats=["tflite"], precisions={"tflite": ["float32"]},
+                    out_dir=tmp_path / "run", parity_samples=0)
+    row = _row(report, "tflite", "float32")
+    assert row["failures"] == ["tflite float32 run (LiteRT interpreter) failed: ValueError: interpreter could not "
+                               "allocate tensors"]
+    assert row["failed_stage"] == "run (LiteRT interpreter)" and row["status"] == "failed"
+    assert not (tmp_path / "run" / "student_float32.tflite").exists()
+
+
 def test_cli_gate_failure_exits_nonzero_with_a_cross_line(trained, tmp_path):
     # An impossible threshold makes the real file fail: exit 1, ✗ line, nothing at the final path.
     out = tmp_path / "cli"
