@@ -17,9 +17,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..runtime.spec import InputSpec
 from ..utils.io import atomic_path, write_json_atomic
 from .parity import ExportError
-from ..runtime.spec import InputSpec
 
 PREPROCESS_RULE = ("centre square crop, box average to the model size (integer mean, half up), RGB / 255 "
                    "float32 or raw uint8 in the model's layout (android_demo/core/.../Preprocess.kt)")

@@ -239,10 +239,9 @@ def _export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name,
     return row
 
 
-def _check(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage=None) -> None:
+def _check(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage) -> None:
     """Run the staged file on the test images and gate it (and the format's structural checks);
     ``stage["name"]`` follows along, so an exception names the step it came from."""
-    stage = stage if stage is not None else {}
     row["failures"], row["parity"] = [], {}
     stage["name"] = f"run ({module.RUNTIME})"
     exported = module.run(staging, spec, images)
@@ -260,7 +259,7 @@ def _check(row, module, staging, net, spec, precision, images, labels, reference
 
 
 def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, calibration, probe, net,
-                 images, labels, reference, thresholds, log, stage=None) -> None:
+                 images, labels, reference, thresholds, log, stage) -> None:
     """The all-quantised file failed: keep its figures as ``post_training`` and search for the
     fewest float ops whose file passes the gate at half its allowed loss on training images, then
     gate that on the test images."""
