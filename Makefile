@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test coreml-parity clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,15 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The macOS workflow's job (.github/workflows/coreml-macos.yml): the demo trains and exports the
+# default student; both it and the demo's teacher are exported to CoreML and gated. On macOS the
+# gate runs Core ML itself and cross-checks the reference interpreter; elsewhere the interpreter.
+coreml-parity: setup
+	$(BIN)/mdistill demo --quiet
+	$(BIN)/mdistill export runs/student/last.pt --format coreml --out runs/coreml-parity/student --quiet
+	$(BIN)/mdistill export runs/teacher/last.pt --format coreml --out runs/coreml-parity/teacher --quiet
+	$(BIN)/python -m pytest -q tests/test_coreml_reference.py tests/test_export.py -k "coreml or verify"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

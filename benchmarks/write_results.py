@@ -28,7 +28,8 @@ def export_table(report) -> str:
         p = r.get("parity") or {}
         cell = lambda k, f: format(p[k], f) if k in p else "-"  # noqa: E731
         size = f"{r['size_bytes'] / 1e6:.2f}" if "size_bytes" in r else "-"
-        status = {"passed": "✓", "structural": "✓* (structural only)", "failed": "✗ " + "; ".join(r["failures"])}
+        status = {"passed": "✓ (reference interpreter)" if r.get("parity_note") else "✓",
+                  "structural": "✓* (structural only)", "failed": "✗ " + "; ".join(r["failures"])}
         lines.append(f"| {r['format']} | {r['precision']} | {size} | {cell('cosine_min', '.6f')} | "
                      f"{cell('recall@1_export', '.2f')} | {cell('recall@1_pytorch', '.2f')} | "
                      f"{cell('asymmetric_recall@1', '.2f')} | {cell('top1_agreement_eps', '.3f')} | {status[r['status']]} |")

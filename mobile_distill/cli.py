@@ -192,6 +192,38 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
 
 
 # ---------------------------------------------------------------- export
+def _gate_options(fn):
+    """The parity gate's thresholds, shared by export and verify (defaults: ``Thresholds``)."""
+    for option in reversed([
+        click.option("--min-cos-fp32", type=float, default=0.9999, show_default=True,
+                     help="float32 gates on the per-image cosine to PyTorch alone."),
+        click.option("--min-cos-fp16", type=float, default=0.99, show_default=True,
+                     help="A floor that catches broken float16 conversions (float16 gates on the figures below)."),
+        click.option("--max-fp16-recall-drop", type=float, default=0.5, show_default=True,
+                     help="Recall@1 points, symmetric and asymmetric (exported queries, PyTorch gallery)."),
+        click.option("--min-fp16-agreement", type=float, default=0.98, show_default=True,
+                     help="Fraction of queries whose nearest neighbour is PyTorch's, up to --agreement-eps."),
+        click.option("--max-int8-recall-drop", type=float, default=1.0, show_default=True,
+                     help="Recall@1 points, symmetric and asymmetric (exported queries, PyTorch gallery)."),
+        click.option("--min-int8-agreement", type=float, default=0.90, show_default=True,
+                     help="Fraction of queries whose nearest neighbour is PyTorch's, up to --agreement-eps."),
+        click.option("--agreement-eps", type=float, default=0.01, show_default=True,
+                     help="A neighbour that PyTorch scores within this cosine of its own nearest counts as agreeing."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _thresholds(min_cos_fp32, min_cos_fp16, max_fp16_recall_drop, min_fp16_agreement, max_int8_recall_drop,
+                min_int8_agreement, agreement_eps):
+    from .export import Thresholds
+
+    return Thresholds(float32_cos_min=min_cos_fp32, float16_cos_min=min_cos_fp16,
+                      float16_recall_drop=max_fp16_recall_drop, float16_top1_agreement=min_fp16_agreement,
+                      int8_recall_drop=max_int8_recall_drop, int8_top1_agreement=min_int8_agreement,
+                      agreement_eps=agreement_eps)
+
+
 @cli.command("export", context_settings={"max_content_width": 120})
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--format", "formats", multiple=True, default=["all"], show_default=True,
@@ -208,20 +240,7 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
               help="Test images the parity gate runs on (whole classes; 0 = the whole test split).")
 @click.option("--calib-samples", type=int, default=256, show_default=True,
               help="Training images for static int8 calibration.")
-@click.option("--min-cos-fp32", type=float, default=0.9999, show_default=True,
-              help="float32 gates on the per-image cosine to PyTorch alone.")
-@click.option("--min-cos-fp16", type=float, default=0.99, show_default=True,
-              help="A floor that catches broken float16 conversions (float16 gates on the figures below).")
-@click.option("--max-fp16-recall-drop", type=float, default=0.5, show_default=True,
-              help="Recall@1 points, symmetric and asymmetric (exported queries, PyTorch gallery).")
-@click.option("--min-fp16-agreement", type=float, default=0.98, show_default=True,
-              help="Fraction of queries whose nearest neighbour is PyTorch's, up to --agreement-eps.")
-@click.option("--max-int8-recall-drop", type=float, default=1.0, show_default=True,
-              help="Recall@1 points, symmetric and asymmetric (exported queries, PyTorch gallery).")
-@click.option("--min-int8-agreement", type=float, default=0.90, show_default=True,
-              help="Fraction of queries whose nearest neighbour is PyTorch's, up to --agreement-eps.")
-@click.option("--agreement-eps", type=float, default=0.01, show_default=True,
-              help="A neighbour that PyTorch scores within this cosine of its own nearest counts as agreeing.")
+@_gate_options
 @click.option("--keep-failed", is_flag=True, help="Move files that fail the gate to OUT/failed/ instead of deleting them.")
 @click.option("--calibration", type=click.Choice(["minmax", "mse", "octav"]), default="minmax", show_default=True,
               help="TFLite quantisation ranges: min-max, or weights clipped by least squared error / OCTAV.")
@@ -238,11 +257,10 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
 @click.option("--gallery-limit", type=int, default=None, help="With --android: at most this many gallery images.")
 @click.option("--quiet", is_flag=True, help="Only the table and the final line.")
 def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dtype, parity_samples, calib_samples,
-               min_cos_fp32, min_cos_fp16, max_fp16_recall_drop, min_fp16_agreement, max_int8_recall_drop,
-               min_int8_agreement, agreement_eps, keep_failed, calibration, mixed_precision, data_spec, name,
-               android_dir, gallery, gallery_limit, quiet):
+               keep_failed, calibration, mixed_precision, data_spec, name, android_dir, gallery, gallery_limit, quiet,
+               **gate):
     """Export CHECKPOINT to ONNX / TFLite / CoreML and gate every file on parity with PyTorch."""
-    from .export import ExportError, Thresholds, export, format_report
+    from .export import ExportError, export, format_report
 
     wanted = {}
     for item in precisions:
@@ -250,10 +268,11 @@ def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dty
         if not sep or not prec:
             raise click.BadParameter(f"{item!r}: use FORMAT:PRECISION, e.g. tflite:int8", param_hint="--precision")
         wanted.setdefault(fmt.strip().lower(), []).append(prec.strip().lower())
-    thresholds = Thresholds(float32_cos_min=min_cos_fp32, float16_cos_min=min_cos_fp16,
-                            float16_recall_drop=max_fp16_recall_drop, float16_top1_agreement=min_fp16_agreement,
-                            int8_recall_drop=max_int8_recall_drop, int8_top1_agreement=min_int8_agreement,
-                            agreement_eps=agreement_eps)
+    thresholds = _thresholds(**gate)
+    if android_dir is not None:
+        from .export.android import check_assets_dir
+
+        check_assets_dir(android_dir)  # before minutes of export, not after
     report = export(checkpoint, formats=formats, out_dir=out_dir, precisions=wanted, input_layout=input_layout,
                     input_dtype=input_dtype, parity_samples=parity_samples, calib_samples=calib_samples,
                     thresholds=thresholds, keep_failed=keep_failed, data=data_spec, name=name,
@@ -294,6 +313,26 @@ def quant_report_cmd(checkpoint, precision, out_dir, calibration, calib_samples,
                           log=lambda m: click.echo(m, err=True))
     click.echo(markdown(report, top=top))
     click.echo(f"saved to {', '.join(report['files'])}")
+
+
+@cli.command("verify", context_settings={"max_content_width": 120})
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="The checkpoint FILE was exported from (default: the one its metadata names).")
+@click.option("--parity-samples", type=int, default=256, show_default=True,
+              help="Test images the parity gate runs on (whole classes; 0 = the whole test split).")
+@click.option("--data", "data_spec", default=None, help="Data set for the parity images (default: the checkpoint's).")
+@_gate_options
+def verify_cmd(file, checkpoint, parity_samples, data_spec, **gate):
+    """Run an exported FILE through the parity gate again (after copying or editing it)."""
+    from .export import ExportError, format_report
+    from .export.verify import verify
+
+    report = verify(file, checkpoint=checkpoint, data=data_spec, parity_samples=parity_samples,
+                    thresholds=_thresholds(**gate))
+    click.echo(format_report(report))
+    if not report["passed"]:
+        raise ExportError(f"{file} failed the parity gate (see the ✗ lines above)")
 
 
 @cli.command("metadata")

@@ -31,3 +31,7 @@ class MissingDependencyError(MdistillError):
 
 class BenchError(MdistillError):
     """A benchmark that cannot start (no export folder, bad options, no device)."""
+
+
+class UnsupportedOpError(MdistillError):
+    """A converted program holds an op that the CoreML reference interpreter does not implement."""

@@ -17,8 +17,25 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, DataError
+from .utils.progress import bars_off
 
 Metrics = Dict[str, float]
+
+
+def check_finite(embeddings, what: str) -> None:
+    """Refuse embeddings with NaN or infinite entries (a diverged model, a corrupt file): any
+    ranking of them is meaningless, and NaN similarities silently count as misses or hits."""
+    if isinstance(embeddings, torch.Tensor):
+        rows = ~torch.isfinite(embeddings.detach()).reshape(len(embeddings), -1).all(1)
+    else:  # a NumPy array or a memory-mapped cache
+        import numpy as np
+
+        rows = torch.from_numpy(~np.isfinite(np.asarray(embeddings)).reshape(len(embeddings), -1).all(1))
+    bad = int(rows.sum())
+    if bad:
+        first = ", ".join(str(i) for i in torch.nonzero(rows).flatten()[:5].tolist())
+        raise DataError(f"{what}: {bad} of {len(rows)} rows contain NaN or infinity (first: row {first}); "
+                        "a diverged model or a corrupt file. Retrain, or re-export the embeddings")
 
 
 def retrieval_metrics(
@@ -62,6 +79,9 @@ def retrieval_metrics(
         raise DataError(f"need embeddings (N, D) and labels (N,), got {shapes}")
     if n < 2:
         raise DataError(f"retrieval needs at least 2 test items, got {n}")
+    check_finite(embeddings, "the embeddings")
+    if gallery is not None:
+        check_finite(gallery, "the gallery embeddings")
     emb = F.normalize(embeddings.detach().float(), dim=1)  # (N, D), float32 as documented
     if gallery is not None and gallery.shape != embeddings.shape:
         raise DataError(f"gallery embeddings {tuple(gallery.shape)} must match the queries {tuple(embeddings.shape)}")
@@ -97,11 +117,19 @@ def retrieval_metrics(
         same_all = codes[None, :] == codes[start:stop, None]  # (c, N)
         best_pos = sims.masked_fill(~same_all, float("-inf")).max(1).values  # (c,)
         first = ((sims >= best_pos[:, None]) & ~same_all).sum(1)  # (c,) rank-1 of the 1st hit
-        del same_all
         for j, k in enumerate(ks):
             hits[j] += ((first < k) & q_valid).sum().cpu()
         if map_at_r:
             # The same tie rule as Recall@K: among equal similarities, other-class items first.
+            # That starts with which items are kept: topk keeps arbitrary members of a tie group
+            # that straddles its cut, so re-select: everything above the cut value, then at the
+            # cut value other-class items before same-class ones.
+            cut = sims.gather(1, nn_idx[:, -1:])  # (c, 1)
+            at_cut = sims == cut
+            score = 3 * (sims > cut).float() + 2 * (at_cut & ~same_all).float() + (at_cut & same_all).float()
+            nn_idx = score.topk(k_needed, dim=1).indices  # (c, k)
+            del score, at_cut
+            same = codes[nn_idx] == codes[start:stop, None]
             vals = sims.gather(1, nn_idx)
             by_class = torch.sort(same.to(torch.int8), dim=1, stable=True).indices
             by_sim = torch.sort(vals.gather(1, by_class), dim=1, descending=True, stable=True).indices
@@ -110,6 +138,7 @@ def retrieval_metrics(
             rel = same & (ranks[None, :] <= r[:, None])  # (c, k) only the first R ranks count
             prec = rel.cumsum(1).double() / ranks  # (c, k) P(i)
             ap_all[start:stop] = (prec * rel).sum(1) / r.clamp(min=1)  # (c,) AP@R
+        del same_all
         if cross is not None:
             cross.update(sims, start, stop)
         del sims, nn_idx, same  # free the chunk before the next matmul allocates
@@ -205,7 +234,7 @@ def embed(
     embs, labs, idxs = [], [], []
     try:
         with torch.no_grad():
-            for images, labels, index in tqdm(loader, desc="embed", disable=not progress, leave=False):
+            for images, labels, index in tqdm(loader, desc="embed", disable=bars_off(progress), leave=False):
                 images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
                 out = model(images)  # (B, D)
                 embs.append(out.float().cpu())

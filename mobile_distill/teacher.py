@@ -31,7 +31,9 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data.base import Sample, load_image
 from .data.transforms import eval_transform
 from .errors import ConfigError
+from .evaluate import check_finite
 from .utils.io import atomic_path, file_digest, remove_stale_temps, write_json_atomic
+from .utils.progress import bars_off
 
 VIEWS = ("augmented", "clean")
 
@@ -117,7 +119,7 @@ class Teacher:
         from tqdm import tqdm
 
         rows = [self._forward(self._clean_view(i)[None].to(self.device, memory_format=torch.channels_last))[0]
-                for i in tqdm(list(map(int, index)), desc="teacher cache", unit="img", disable=not progress, leave=False)]
+                for i in tqdm(list(map(int, index)), desc="teacher cache", unit="img", disable=bars_off(progress), leave=False)]
         return torch.cat(rows)  # (B, D_t)
 
     def build_cache(self, cache_dir: Path, progress: bool = True) -> Path:
@@ -160,6 +162,7 @@ class Teacher:
                                           "views": views.views, "stages": list(have)})
         loaded = files(stages)
         self.cache = np.load(loaded["emb"], mmap_mode="r")
+        check_finite(self.cache, f"the teacher cache {loaded['emb']}")
         self.map_cache = {s: np.load(loaded[s], mmap_mode="r") for s in stages}
         return loaded["emb"]
 
@@ -179,7 +182,7 @@ class Teacher:
             tmp = {name: stack.enter_context(atomic_path(f)) for name, f in files.items()}
             out: Dict = {}
             done = 0
-            for images, _, _, _ in tqdm(loader, desc="teacher views", unit="batch", disable=not progress, leave=False):
+            for images, _, _, _ in tqdm(loader, desc="teacher views", unit="batch", disable=bars_off(progress), leave=False):
                 images = images.to(self.device, memory_format=torch.channels_last)
                 if images.shape[-1] != self.image_size:
                     images = _resize(images, self.image_size)
@@ -209,6 +212,7 @@ class Teacher:
                                           "teacher_sha256": self.sha256, "images": len(self.samples),
                                           "shape": list(emb.shape)})
         self.cache = np.load(path, mmap_mode="r")
+        check_finite(self.cache, f"the teacher cache {path}")
         return path
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -39,6 +40,7 @@ from .models.complexity import complexity
 from .qat import QatStudent, float_net
 from .teacher import Teacher, asymmetric_metrics, student_view
 from .utils.io import write_json_atomic, write_text_atomic
+from .utils.progress import bars_off
 from .utils.seed import epoch_seed, seed_everything
 
 
@@ -124,7 +126,7 @@ def train_one_epoch(model, loader, objective, optimizer, scheduler, device, epoc
     model.train()
     totals: Dict[str, float] = {}
     n_batches, n_images, mpd, start = 0, 0, 0.0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", disable=not progress, leave=False)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", disable=bars_off(progress), leave=False)
     for images, labels, index, *views in bar:  # views: replayed-view ids (teacher cache of augmented views)
         images, labels = images.to(device, memory_format=torch.channels_last), labels.to(device)
         images = mix_unlabeled(images, labels, mixup)
@@ -249,6 +251,18 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
         cfg: the configuration (ignored when resuming: the checkpoint's own is used).
         resume: path of a ``last.pt`` to continue from.
     """
+    created: list = []
+    try:
+        return _main(cfg, resume, progress, created)
+    except BaseException:
+        # A new run that fails before its first checkpoint (a bad image, Ctrl-C) leaves no folder.
+        for run_dir in created:
+            if not any((run_dir / name).exists() for name in ("last.pt", "best.pt")):
+                shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _main(cfg, resume, progress, created: list) -> Dict:
     ckpt = load_checkpoint(resume) if resume else None
     if ckpt is not None:
         cfg, run_dir = make_config(ckpt["config"]), Path(resume).parent
@@ -302,6 +316,8 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
         if ckpt is not None:
             model.load_quantizer_state(ckpt["qat"])
     # The run directory appears only once the set-up succeeded, so a mistyped flag leaves no debris.
+    if not run_dir.exists():
+        created.append(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     steps = {"classes_per_batch": pk_classes, "steps_per_epoch": len(sampler), "optimizer_steps": len(sampler) * cfg.epochs,
              "labelled_images": len(samples) - n_unlabeled, "unlabeled_images": n_unlabeled,

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["skip_guard"]  # any skip outside its allow-list fails the run
 
 
 @pytest.fixture(autouse=True)
@@ -88,27 +89,37 @@ def run_cli(*args, check=True, timeout=300, env=None):
 
 
 def run_killed_then_resumed(args: list, last_pt: Path, kill_after_epoch: int, timeout: float = 240):
-    """Start ``mdistill train ARGS``, SIGKILL it inside the epoch after ``kill_after_epoch``, resume it."""
+    """Start ``mdistill train ARGS``, SIGKILL it as soon as the checkpoint of epoch
+    ``kill_after_epoch`` is on disk (so inside a later epoch), resume it, and check that the resumed
+    run starts at the epoch after the checkpoint it was killed with and runs to the end: a resume
+    that silently restarted from epoch 0 would give the same final weights. Returns that epoch."""
     import signal
     import subprocess
+    import tempfile
     import time
 
     from mobile_distill.checkpoint import load_checkpoint
 
-    proc = subprocess.Popen([sys.executable, "-m", "mobile_distill.cli", "train", "--quiet", *map(str, args)],
-                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if last_pt.exists() and load_checkpoint(last_pt)["epoch"] >= kill_after_epoch:
-            break
-        time.sleep(0.02)
-    time.sleep(0.15)  # land somewhere inside the next epoch
-    assert proc.poll() is None, "training finished before it could be killed; make the run longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = load_checkpoint(last_pt)["epoch"]
-    run_cli("train", "--resume", last_pt)
+    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe that nobody drains
+        proc = subprocess.Popen([sys.executable, "-m", "mobile_distill.cli", "train", "--quiet", *map(str, args)],
+                                cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            if last_pt.exists() and load_checkpoint(last_pt)["epoch"] >= kill_after_epoch:  # written atomically
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        stderr.seek(0)
+        log = stderr.read().decode(errors="replace")[-2000:]
+    assert last_pt.exists(), f"no checkpoint before the kill:\n{log}"
+    ckpt = load_checkpoint(last_pt)
+    killed_at, total = ckpt["epoch"], ckpt["config"]["epochs"]
+    assert kill_after_epoch <= killed_at < total, f"killed at epoch {killed_at} of {total}: make the run longer\n{log}"
+    resumed = run_cli("train", "--resume", last_pt)
+    epochs = [int(line.split()[1].split("/")[0]) for line in resumed.stdout.splitlines() if line.startswith("epoch ")]
+    assert epochs == list(range(killed_at + 1, total + 1)), (killed_at, resumed.stdout[-1500:])
     return killed_at
 
 

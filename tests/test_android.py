@@ -58,8 +58,9 @@ def _run_core(tools, build: Path, golden: Path):
 
 
 def _counts(stdout: str):
-    m = re.search(r"^(\d+) passed, (\d+) failed$", stdout.strip().splitlines()[-1])
-    assert m, stdout[-2000:]
+    lines = stdout.strip().splitlines()
+    m = re.search(r"^(\d+) passed, (\d+) failed$", lines[-1]) if lines else None
+    assert m, stdout[-2000:] or "no output: the Kotlin sources did not compile (see run_core_tests.sh's stderr)"
     return int(m.group(1)), int(m.group(2))
 
 
@@ -68,15 +69,26 @@ def test_kotlin_core_and_golden_tests_pass(tools, images, tmp_path):
     passed, failed = _counts(proc.stdout)
     TERMINAL_LINES.append(f"android_demo core (Kotlin, JUnit 4): {passed} passed, {failed} failed")
     assert proc.returncode == 0 and failed == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert passed >= 12 and "Ignored" not in proc.stdout  # the golden tests ran, not skipped
+    # JUnit 4 counts a test stopped by assumeTrue (no fixtures folder) as run, and prints no
+    # "Ignored" for it; so each golden test prints a line once it has really compared something.
+    assert passed >= 13
+    ran = re.findall(r"golden ran: (\w+)", proc.stdout)  # JUnit prints its progress dots before it
+    assert sorted(ran) == ["inputTensorsMatchPythonBitForBit", "resultJsonKeepsThePythonContract",
+                           "topKMatchesPythonExactly"], proc.stdout[-2000:]
 
 
-def test_golden_harness_catches_a_bgr_mismatch(tools, images, tmp_path):
-    # Fixtures written as BGR: the Kotlin golden test must fail (the harness can fail).
-    proc = _run_core(tools, tmp_path / "build", _golden(tmp_path / "golden_bgr", images, swap_rb=True))
+def test_golden_harness_catches_a_changed_byte_and_a_changed_contract(tools, images, tmp_path):
+    # Fixtures written as BGR, and a result.json contract asking for a field the app does not
+    # write: both Kotlin golden tests must fail (the harness can fail).
+    golden = _golden(tmp_path / "golden_bgr", images, swap_rb=True)
+    doc = json.loads((golden / "golden.json").read_text())
+    doc["result_contract"]["latency_us"] = doc["result_contract"].pop("latency_ms")
+    (golden / "golden.json").write_text(json.dumps(doc))
+    proc = _run_core(tools, tmp_path / "build", golden)
     passed, failed = _counts(proc.stdout)
-    assert proc.returncode != 0 and failed == 1, proc.stdout[-2000:]
+    assert proc.returncode != 0 and failed == 2, proc.stdout[-2000:]
     assert "inputTensorsMatchPythonBitForBit" in proc.stdout
+    assert "resultJsonKeepsThePythonContract" in proc.stdout and "result.json has no latency_us" in proc.stdout
 
 
 def test_app_sources_compile_against_android_jar(tools, tmp_path):
@@ -145,6 +157,14 @@ def test_export_android_fills_assets_with_a_gallery_from_the_exported_model(tmp_
     first = next(p for p in originals if p.stem == item["name"] and p.parent.name == item["label"])
     np.testing.assert_array_equal(np.asarray(Image.open(assets / gallery["items"][0]["image"]).convert("RGB")),
                                   box_resize(load_rgb(first), 32))
+
+    # an existing file as the assets folder: one Error line before any export, nothing written
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("keep me")
+    proc = run_cli("export", ckpt, "--format", "tflite", "--out", tmp_path / "exp2", "--android", blocker, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"--android {blocker} is a file, not a folder" in proc.stderr
+    assert blocker.read_text() == "keep me" and not (tmp_path / "exp2").exists()
 
 
 def test_box_resize_matches_a_plain_loop():

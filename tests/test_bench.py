@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import run_cli, train_tiny_student
@@ -80,6 +81,16 @@ def test_recall_equals_mdistill_eval_on_the_same_embeddings(benched, exported):
     assert _row(benched, "pytorch")["recall"]["recall@1"] > 50  # a model worth measuring
 
 
+def test_eval_refuses_embeddings_with_nan_rows(benched, exported, tmp_path):
+    data = json.loads((exported / "model.json").read_text())["model"]["dataset"]["spec"]
+    emb = np.load(exported / "bench" / _row(benched, "onnx", "float32")["embeddings"])
+    emb[[3, 7]] = np.nan
+    np.save(tmp_path / "nan.npy", emb)
+    proc = run_cli("eval", "--embeddings", tmp_path / "nan.npy", "--data", data, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "recall@1" not in proc.stdout.lower()
+    assert f"2 of {len(emb)} rows contain NaN or infinity (first: row 3, 7)" in proc.stderr
+
+
 def test_min_recall_fails_the_command(exported, tmp_path):
     proc = run_cli("bench", exported, "--min-recall", "101", "--anchor", "off", "--warmup", "1", "--runs", "2",
                    "--out", tmp_path / "b", "--quiet", check=False)
@@ -132,6 +143,12 @@ def test_adb_errors_are_clear_and_early(exported, tmp_path, monkeypatch, env, me
         bench(exported, anchor="off", adb="adb", out_dir=tmp_path / "b", **FAST)
     assert message in str(err.value)
     assert "push" not in (device / "calls.log").read_text()  # failed before pushing anything
+
+
+def test_a_result_json_that_breaks_the_contract_is_named(exported, tmp_path, monkeypatch):
+    _fake_adb_on_path(tmp_path, monkeypatch, FAKE_ADB_DROP_FIELD="embedding_dim")
+    with pytest.raises(BenchError, match=r"result.json breaks the contract \(embedding_dim is missing\)"):
+        bench(exported, anchor="off", adb="adb", out_dir=tmp_path / "b", **FAST)
 
 
 def test_adb_missing_is_a_clear_cli_error(exported, tmp_path):

@@ -100,6 +100,7 @@ def test_corrupt_and_empty_images(shapes_dir, tmp_path):
 
     proc = run_cli("train", *tiny_train_args(shapes_dir, tmp_path / "runs", epochs=1), check=False)
     _one_clean_error(proc, "class_0", "--skip-bad-images")
+    assert not (tmp_path / "runs" / "tiny").exists()  # a run that saved nothing leaves no folder
     proc = run_cli("train", *tiny_train_args(shapes_dir, tmp_path / "runs", epochs=1), "--skip-bad-images")
     assert "skipped 2 unreadable image(s)" in proc.stderr
 
@@ -109,3 +110,11 @@ def test_prepare_rejects_bad_archive(tmp_path):
     bad.write_bytes(b"\x1f\x8b" + b"0" * 100)
     _one_clean_error(run_cli("data", "prepare", "cub", "--archive", bad, check=False), "checksum mismatch")
     assert not any((tmp_path / "home").glob("**/images.txt"))
+
+
+def test_progress_off_a_terminal_is_one_line_per_epoch(shapes_dir, tmp_path):
+    """stderr is a pipe here, as on CI or under `make demo > log`: no progress-bar frames."""
+    proc = run_cli("train", *tiny_train_args(shapes_dir, tmp_path / "runs", epochs=2))
+    assert "\r" not in proc.stderr and "batch/s" not in proc.stderr and "it/s" not in proc.stderr, proc.stderr[-500:]
+    assert "\r" not in proc.stdout
+    assert [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("epoch ")] == ["1/2", "2/2"]

@@ -11,7 +11,7 @@ import torch
 
 from conftest import make_shapes_dataset, run_cli, run_killed_then_resumed, tiny_train_args, train_tiny_student
 
-from mobile_distill.checkpoint import load_checkpoint
+from mobile_distill.checkpoint import load_checkpoint, save_checkpoint
 from mobile_distill.losses.combine import distill_loss_names
 from mobile_distill.utils.io import file_digest
 
@@ -85,6 +85,16 @@ def test_teacher_cache_equals_live_clean_views(shapes, teacher, tmp_path):
     mtime = path.stat().st_mtime_ns
     cached.build_cache(tmp_path, progress=False)
     assert path.stat().st_mtime_ns == mtime
+    # Another image list, or a changed teacher checkpoint, gets a cache of its own (never the stale one).
+    fewer = Teacher(teacher, samples[:-1], "cpu", view="clean").build_cache(tmp_path, progress=False)
+    assert fewer != path and np.load(fewer).shape == (len(samples) - 1, 24)
+    ckpt = load_checkpoint(teacher)
+    ckpt["state_dict"] = {k: v * 1.01 if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    changed = tmp_path / "changed_teacher.pt"
+    save_checkpoint(changed, ckpt)
+    other = Teacher(changed, samples, "cpu", view="clean").build_cache(tmp_path, progress=False)
+    assert other not in (path, fewer) and not np.array_equal(np.load(other), np.load(path))
+    assert path.stat().st_mtime_ns == mtime  # the first cache is left as it was
 
     # Training with the cache is bit-identical to training with the live teacher on the same clean views.
     base = dict(epochs=2, **{"teacher-view": "clean"})

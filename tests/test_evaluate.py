@@ -199,3 +199,78 @@ def test_exact_ties_count_against_the_query_whatever_the_k_list():
         expected_r1 += ahead == 0
     assert full["recall@1"] == pytest.approx(expected_r1 / 5)
     assert full["map@r"] <= full["recall@4"]
+
+
+def test_non_finite_embeddings_are_refused_with_their_row_count(tmp_path):
+    from mobile_distill.errors import DataError
+    from mobile_distill.evaluate import check_finite
+
+    emb, labels = torch.randn(10, 4), torch.arange(10) % 3
+    gallery = emb.clone()
+    gallery[4, 1] = float("inf")
+    with pytest.raises(DataError, match=r"the gallery embeddings: 1 of 10 rows contain NaN or infinity \(first: row 4\)"):
+        retrieval_metrics(emb, labels, gallery=gallery)
+    emb[[1, 2], 0] = float("nan")
+    with pytest.raises(DataError, match="2 of 10 rows"):
+        retrieval_metrics(emb, labels)
+    cache = np.lib.format.open_memmap(tmp_path / "cache.npy", mode="w+", dtype=np.float32, shape=(5, 3, 4))
+    cache[2, 1, 0] = np.nan  # a (image, view, D) teacher cache: one view of image 2
+    cache.flush()
+    with pytest.raises(DataError, match=r"1 of 5 rows .*row 2\)"):
+        check_finite(np.load(tmp_path / "cache.npy", mmap_mode="r"), "the teacher cache")
+
+
+def test_ties_count_against_the_query_for_every_k_map_at_r_and_cross_domain():
+    """Items are copies of four directions, so many similarities tie exactly (and only those): a
+    float64 brute force that ranks, among equal similarities, other-class items first must agree
+    on every Recall@K, MAP@R and cross-domain Recall@K."""
+    g = torch.Generator().manual_seed(3)
+    directions = torch.nn.functional.normalize(torch.randn(4, 6, generator=g), dim=1)
+    n = 40
+    emb = directions[torch.randint(0, 4, (n,), generator=g)]
+    labels = torch.randint(0, 5, (n,), generator=g)
+    domains = [("a", "b", "c")[i] for i in torch.randint(0, 3, (n,), generator=g).tolist()]
+    ks = (1, 2, 4, 8)
+    got = retrieval_metrics(emb, labels, ks=ks, domains=domains, chunk_size=7)
+
+    sims = emb.double() @ emb.double().T
+
+    def ranked(q, gallery):  # pessimistic: a tie puts the other-class item first
+        return [bool(labels[j] == labels[q]) for j in sorted(gallery, key=lambda j: (-float(sims[q, j]),
+                                                                                    bool(labels[j] == labels[q])))]
+
+    hits, aps, valid = {k: 0 for k in ks}, [], 0
+    for q in range(n):
+        rel = ranked(q, [j for j in range(n) if j != q])
+        r = sum(rel)
+        if r == 0:
+            continue
+        valid += 1
+        for k in ks:
+            hits[k] += any(rel[:k])
+        aps.append(sum(sum(rel[:i + 1]) / (i + 1) for i in range(r) if rel[i]) / r)
+    assert got["num_queries"] == valid
+    for k in ks:
+        assert got[f"recall@{k}"] == pytest.approx(hits[k] / valid, abs=1e-12), k
+    assert got["map@r"] == pytest.approx(sum(aps) / valid, abs=1e-12)
+    assert got["recall@1"] < got["recall@8"]  # ties really decide some queries here
+
+    pair_means = {k: [] for k in ks}
+    for a in "abc":
+        for b in "abc":
+            if a == b:
+                continue
+            pair_hits, nq = {k: 0 for k in ks}, 0
+            for q in (i for i in range(n) if domains[i] == a):
+                rel = ranked(q, [j for j in range(n) if domains[j] == b])
+                if not any(rel):
+                    continue
+                nq += 1
+                for k in ks:
+                    pair_hits[k] += any(rel[:k])
+            assert got[f"cross/{a}->{b}/num_queries"] == nq
+            for k in ks:
+                assert got[f"cross/{a}->{b}/recall@{k}"] == pytest.approx(pair_hits[k] / nq, abs=1e-12), (a, b, k)
+                pair_means[k].append(pair_hits[k] / nq)
+    for k in ks:
+        assert got[f"cross/mean/recall@{k}"] == pytest.approx(sum(pair_means[k]) / len(pair_means[k]), abs=1e-12)

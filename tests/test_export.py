@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 
 import numpy as np
 import pytest
@@ -60,14 +61,80 @@ def test_every_format_passes_the_default_gate(exported):
     assert not list(out.glob(".*partial*"))  # no staging leftovers
 
 
-def test_coreml_exports_with_structural_checks_and_says_parity_was_not_run(exported):
+def test_coreml_rows_are_gated_by_the_reference_interpreter(exported):
+    """Off macOS the CoreML rows run the saved program in the reference interpreter, through the
+    same gate and thresholds as the other formats, and say so."""
+    from mobile_distill.export import coreml
+
     out, report = exported
     for precision in ("float32", "float16"):
         row = _row(report, "coreml", precision)
-        assert row["status"] == "structural" and not row["parity"]
-        assert "macOS" in row["parity_note"]
+        assert row["status"] == "passed" and row["runtime"] == coreml.RUNTIME
+        assert row["parity"]["images"] == report["parity_images"] == 32
+        if coreml.parity_note():  # Linux
+            assert row["runtime"] == "CoreML reference interpreter"
+            assert "reference interpreter" in row["parity_note"] and "macOS" in row["parity_note"]
+        else:  # macOS (the coreml-macos workflow): Core ML gated, and compared with the interpreter
+            assert row["parity"]["coreml_vs_reference_cosine_min"] > 0.99
         assert row["structural"]["first_layer_max_abs_diff"] <= (1e-3 if precision == "float16" else 1e-6)
         assert (out / row["file"] / "Manifest.json").is_file()
+    f32, f16 = _row(report, "coreml", "float32")["parity"], _row(report, "coreml", "float16")["parity"]
+    assert f32["cosine_min"] >= 0.99999
+    # the float16 program really computes in float16 here: it drifts, within the float16 gate
+    assert f16["max_abs_diff"] > 10 * f32["max_abs_diff"] and f16["cosine_min"] > 0.99, (f32, f16)
+
+
+def test_verify_fails_a_package_whose_weight_was_edited(exported, tmp_path):
+    """``verify`` re-runs a file's CoreML row: the untouched package passes; the same package with
+    one weight tensor in the middle of the network scaled by 1.3 inside weight.bin fails. That
+    tensor is none of the first and last layers that the structural checks compare, so the
+    interpreter's numbers are what catches it."""
+    import shutil
+
+    import coremltools as ct
+
+    from mobile_distill.export.coreml import weight_consts
+    from mobile_distill.export.verify import verify
+
+    out, report = exported
+    package = tmp_path / "student_float32.mlpackage"
+    shutil.copytree(out / _row(report, "coreml", "float32")["file"], package)
+    checkpoint = report["checkpoint"]
+    assert verify(package, checkpoint, parity_samples=0)["passed"]
+
+    convs = [w for w in weight_consts(ct.models.MLModel(str(package), skip_model_load=True)).values()
+             if w.ndim == 4 and w.shape[-1] == 3]
+    target = convs[len(convs) // 2]
+    blob = next(package.rglob("weight.bin"))
+    data = blob.read_bytes()
+    at = data.find(target.tobytes())
+    assert at > 0 and data.count(target.tobytes()) == 1
+    blob.write_bytes(data[:at] + (target * 1.3).astype(target.dtype).tobytes() + data[at + target.nbytes:])
+
+    edited = verify(package, checkpoint, parity_samples=0)
+    row = edited["rows"][0]
+    assert not edited["passed"] and row["status"] == "failed"
+    assert any(f.startswith("cosine min") for f in row["failures"]), row["failures"]
+    assert row["structural"]["first_layer_max_abs_diff"] == 0.0  # the structural checks alone would pass it
+    assert row["structural"]["last_layer_max_rel_diff"] == 0.0
+    result = run_cli("verify", str(package), "--checkpoint", checkpoint, "--parity-samples", "0", check=False)
+    assert result.returncode == 1 and "failed the parity gate" in result.stderr and "✗ coreml float32" in result.stdout
+
+
+def test_verify_refuses_another_checkpoint_and_a_missing_file(exported, trained, tmp_path):
+    from mobile_distill.export import ExportError
+    from mobile_distill.export.verify import verify
+
+    out, report = exported
+    onnx_file = out / _row(report, "onnx", "float32")["file"]
+    assert verify(onnx_file, parity_samples=0)["passed"]  # its checkpoint found from the metadata
+    other = tmp_path / "other.pt"
+    ckpt = load_checkpoint(trained["ckpt"])
+    save_checkpoint(other, {**ckpt, "epoch": 99})
+    with pytest.raises(ExportError, match="is not the checkpoint"):
+        verify(onnx_file, other)
+    result = run_cli("verify", str(tmp_path / "gone.onnx"), check=False)
+    assert result.returncode == 1 and "file not found" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_onnx_runs_any_batch_size_and_matches_pytorch(exported, trained):
@@ -271,3 +338,42 @@ def test_missing_checkpoint_and_unknown_architecture(tmp_path, trained):
     save_checkpoint(bad, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
     proc = run_cli("export", bad, "--format", "onnx", check=False)
     assert proc.returncode == 1 and "vgg_future" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _undescribed(out):
+    """Model files in an export folder that its model.json does not list."""
+    listed = {a["file"] for a in json.loads((out / "model.json").read_text())["artifacts"]} \
+        if (out / "model.json").exists() else set()
+    return {p.name for p in out.iterdir() if p.suffix in (".onnx", ".tflite", ".mlpackage")
+            and not p.name.startswith(".")} - listed
+
+
+def test_a_killed_export_leaves_no_file_that_model_json_does_not_describe(trained, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "mobile_distill.cli", "export", str(trained["ckpt"]), "--format",
+                             "onnx,tflite", "--precision", "tflite:float32", "--out", str(out), "--parity-samples", "0",
+                             "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    while not (out / "student_float32.onnx").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL while the TFLite row converts
+    proc.wait()
+    assert (out / "student_float32.onnx").exists() and not (out / "student_float32.tflite").exists()
+    assert _undescribed(out) == set()
+
+    # exporting another format into the folder keeps the first file, described
+    export(trained["ckpt"], formats=["tflite"], precisions={"tflite": ["float32"]}, out_dir=out, parity_samples=0)
+    assert _undescribed(out) == set()
+    assert {a["file"] for a in json.loads((out / "model.json").read_text())["artifacts"]} == \
+        {"student_float32.onnx", "student_float32.tflite"}
+
+    # a folder left by an export killed before it wrote any model.json: its files go, others stay
+    (out / "model.json").unlink()
+    (out / "notes.onnx").write_bytes(b"not ours")
+    export(trained["ckpt"], formats=["onnx"], out_dir=out, parity_samples=0)
+    assert _undescribed(out) == {"notes.onnx"} and not (out / "student_float32.tflite").exists()

@@ -4,6 +4,7 @@ kill-and-resume giving bit-identical weights."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,6 +58,18 @@ def test_validation_split_selects_best_without_test_classes(shapes_dir, tmp_path
     results = json.loads((run / "results.json").read_text())
     assert results["selected"].startswith("best")
     assert "val_recall@1" in (run / "metrics.csv").read_text()
+
+    # the validation classes come out of the training classes, never the test classes
+    from mobile_distill.config import make_config
+    from mobile_distill.data import create_dataset
+    from mobile_distill.train import training_samples
+
+    data = create_dataset(f"folder:{shapes_dir}", progress=False)
+    train, val = training_samples(data, make_config(data=f"folder:{shapes_dir}", val_classes=0.5))
+    folder = lambda samples: {Path(p).parent.name for p, _ in samples}  # noqa: E731  (a class is its folder)
+    assert folder(val) and folder(train) and folder(data.test)
+    assert folder(val) <= folder(data.train)
+    assert not folder(val) & folder(data.test) and not folder(val) & folder(train)
 
 
 def test_same_seed_same_numbers_and_new_run_dir(shapes_dir, tmp_path):

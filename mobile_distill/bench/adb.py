@@ -30,6 +30,8 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..runtime.spec import device_result_problems
+
 PACKAGE = "com.mobile_distill.demo"
 ACTIVITY = f"{PACKAGE}/.MainActivity"
 DEVICE_DIR = f"/sdcard/Android/data/{PACKAGE}/files/bench"
@@ -115,6 +117,10 @@ def device_row(executable: str, serial: Optional[str], export_dir: Path, card: D
         adb("shell", "rm", "-rf", DEVICE_DIR, check=False)
         result = json.loads((tmp / "result.json").read_text())
         emb = np.fromfile(tmp / "embeddings.f32", dtype="<f4")
+    problems = device_result_problems(result)
+    if problems:
+        raise BenchError(f"the app's result.json breaks the contract ({'; '.join(problems)}); "
+                         "is the installed app up to date?")
     dim = int(result["embedding_dim"])
     if emb.size != n * dim:
         raise BenchError(f"the device returned {emb.size} floats, expected {n} x {dim}")

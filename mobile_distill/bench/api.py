@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import BenchError
+from ..errors import BenchError, DataError
 from .timing import measure
 
 
@@ -108,10 +108,14 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
     for row in rows:
         emb_file = row.pop("_embeddings", None)
         if emb_file is not None:
-            metrics = retrieval_metrics(torch.from_numpy(np.load(emb_file)), torch.from_numpy(labels),
-                                        ks=dataset.recall_ks, map_at_r=False)
-            row["recall"] = {k: 100 * v for k, v in metrics.items() if k.startswith("recall@")}
             row["embeddings"] = str(Path(emb_file).relative_to(out_dir))
+            try:
+                metrics = retrieval_metrics(torch.from_numpy(np.load(emb_file)), torch.from_numpy(labels),
+                                            ks=dataset.recall_ks, map_at_r=False)
+            except DataError as e:  # a file that embeds NaN fails its own row; the others still count
+                row.update(status="failed", error=f"{row['file']}: {e}")
+                continue
+            row["recall"] = {k: 100 * v for k, v in metrics.items() if k.startswith("recall@")}
         if row["status"] == "ok" and min_recall is not None and row.get("recall", {}).get("recall@1", 1e9) < min_recall:
             row["status"] = "failed"
             row["error"] = f"Recall@1 {row['recall']['recall@1']:.2f} < --min-recall {min_recall}"

@@ -26,6 +26,7 @@ from typing import Optional
 
 from ..errors import ConfigError, DataError, DownloadError
 from ..utils.io import atomic_path, file_digest
+from ..utils.progress import bars_off
 
 _CHUNK = 1 << 20
 _HINT = "check your connection or download it by hand and pass --archive"
@@ -109,7 +110,7 @@ def _fetch(url: str, tmp: Path, name: str, progress: bool, timeout: float) -> No
             expected = int(length) if length and length.isdigit() else None
             with open(tmp, "wb") as out, tqdm(
                 total=expected, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=name, disable=not progress, leave=False,
+                desc=name, disable=bars_off(progress), leave=False,
             ) as bar:
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     _write(out, chunk, tmp)

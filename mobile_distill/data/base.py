@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from ..utils.progress import bars_off
 
 # (path, label); label is the global class id, -1 for unlabeled images.
 Sample = Tuple[str, int]
@@ -91,7 +92,7 @@ def find_bad_images(paths: Sequence[str], dataset: str = "", progress: bool = Tr
     from tqdm import tqdm
 
     bad = []
-    for p in tqdm(paths, desc=f"checking {dataset or 'images'}", unit="img", disable=not progress, leave=False):
+    for p in tqdm(paths, desc=f"checking {dataset or 'images'}", unit="img", disable=bars_off(progress), leave=False):
         try:
             load_image(p, dataset)
         except DataError as e:

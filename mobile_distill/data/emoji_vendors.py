@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from ..errors import DataError, MissingDependencyError
+from ..utils.progress import bars_off
 
 SIZE = 64  # pixels; the emoji-datasource PNGs are 64x64
 
@@ -150,7 +151,7 @@ def install_images(vendor: Vendor, package_root: Path, entries: List[dict], out:
     from tqdm import tqdm
 
     written = 0
-    for found, dest in tqdm(jobs, desc=vendor.key, unit="img", disable=not progress, leave=False):
+    for found, dest in tqdm(jobs, desc=vendor.key, unit="img", disable=bars_off(progress), leave=False):
         if found.suffix == ".png":
             shutil.copyfile(found, dest)
             written += 1

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..runtime.spec import InputSpec
+from ..runtime.spec import DEVICE_RESULT_FIELDS, InputSpec
 from ..utils.io import atomic_path, write_json_atomic
 from .parity import ExportError
 
@@ -69,11 +69,19 @@ def gallery_samples(spec: str) -> Tuple[List[Tuple[str, str]], str]:
     return [(p, data.class_names.get(y, str(y))) for p, y in data.test], data.name
 
 
+def check_assets_dir(assets: Path) -> None:
+    """Refuse a path that exists but is not a folder, before anything is written or exported."""
+    if Path(assets).exists() and not Path(assets).is_dir():
+        raise ExportError(f"--android {assets} is a file, not a folder; give the app's assets folder "
+                          "(android_demo/app/src/main/assets) or a new folder")
+
+
 def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision: str = "float32",
                          limit: Optional[int] = None) -> Dict:
     """Copy the TFLite file + model card into ``assets`` and build the gallery with that file."""
     from ..runtime.tflite import TfliteRunner
 
+    check_assets_dir(assets)
     card = json.loads((export_dir / "model.json").read_text())
     artifact = next((a for a in card["artifacts"] if a["format"] == "tflite" and a["precision"] == precision), None)
     if artifact is None:
@@ -142,5 +150,6 @@ def write_golden(out: Path, image_paths: Sequence[str], specs: Sequence[InputSpe
     gallery.tofile(out / "gallery.f32")
     json.dump({"images": cases,
                "specs": [{"size": s.image_size, "layout": s.layout.upper(), "dtype": s.dtype.upper()} for s in specs],
-               "retrieval": {"dim": 16, "count": 40, "k": 10, "top": order, "scores": [scores[k] for k in order]}},
+               "retrieval": {"dim": 16, "count": 40, "k": 10, "top": order, "scores": [scores[k] for k in order]},
+               "result_contract": DEVICE_RESULT_FIELDS},
               open(out / "golden.json", "w"), indent=1)

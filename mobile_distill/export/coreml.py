@@ -1,29 +1,34 @@
 """CoreML through coremltools: ML program, iOS 16 target, FLOAT32 or FLOAT16 compute precision,
 metadata in ``user_defined_metadata``.
 
-Numeric parity needs ``MLModel.predict``, which exists only on macOS. Elsewhere the export still
-runs and the report says plainly that numeric parity was not run; the structural checks that
-can run anywhere do: the saved package reloads, its input/output shapes and dtypes match, the
+Numeric parity: on macOS the gate runs Core ML itself (``MLModel.predict``) and cross-checks it
+against the reference interpreter; elsewhere Core ML does not exist, so the gate runs the saved
+program in the reference interpreter (``runtime/coreml_reference.py``: coremltools' loader, torch
+kernels, float16 rounded wherever the program is typed float16), and the row says so. Structural
+checks run everywhere: the saved package reloads, its input/output shapes and dtypes match, the
 metadata is there, and the first and last layers' weights read back equal to PyTorch's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..errors import MissingDependencyError
-from ..runtime.coreml import can_run, why_not_run  # noqa: F401  (the format module's runtime hooks)
+from ..runtime.coreml import can_run
+from .quiet import quiet
 
 PRECISIONS = ("float32", "float16")
 DEFAULT_PRECISIONS = PRECISIONS
 DEFAULT_LAYOUT = "nchw"
 INPUT_DTYPES = ("float32",)  # ML program tensor inputs have no uint8 type (an ImageType would)
 SUFFIX = ".mlpackage"
-RUNTIME = "CoreML (macOS)"
+RUNTIME = "Core ML (macOS)" if can_run() else "CoreML reference interpreter"
+REFERENCE_NOTE = ("numeric parity from the CoreML reference interpreter (the saved program run with torch "
+                  "kernels, float16 where it is typed float16), not Core ML itself, which needs macOS")
 METADATA_KEY = "mobile_distill"
 
 
@@ -39,26 +44,56 @@ def convert(module, spec, precision: str, path: Path, metadata: str, calib=None,
 
     sample = spec.sample()
     program = torch.export.export(module, (sample,)).run_decompositions({})
-    model = ct.convert(
-        program,
-        convert_to="mlprogram",
-        minimum_deployment_target=ct.target.iOS16,
-        compute_precision=ct.precision.FLOAT16 if precision == "float16" else ct.precision.FLOAT32,
-        inputs=[ct.TensorType(name="image", shape=tuple(sample.shape), dtype=np.float32)],
-        outputs=[ct.TensorType(name="embedding", dtype=np.float32)],
-    )
+    with quiet():  # coremltools draws three tqdm bars per conversion, frame by frame off a terminal
+        model = ct.convert(
+            program,
+            convert_to="mlprogram",
+            minimum_deployment_target=ct.target.iOS16,
+            compute_precision=ct.precision.FLOAT16 if precision == "float16" else ct.precision.FLOAT32,
+            inputs=[ct.TensorType(name="image", shape=tuple(sample.shape), dtype=np.float32)],
+            outputs=[ct.TensorType(name="embedding", dtype=np.float32)],
+        )
     model.user_defined_metadata[METADATA_KEY] = metadata
     model.short_description = "mobile_distill image embedding (L2-normalised)"
     model.save(str(path))
     return {"deployment_target": "iOS16", "compute_precision": precision.upper()}
 
 
-def run(path: Path, spec, images: np.ndarray) -> Optional[np.ndarray]:
-    if not can_run():
-        return None
-    from ..runtime.coreml import CoremlRunner
+def run(path: Path, spec, images: np.ndarray) -> np.ndarray:
+    """Core ML's embeddings on macOS, the reference interpreter's elsewhere."""
+    if can_run():
+        from ..runtime.coreml import CoremlRunner
 
-    return CoremlRunner(path, spec, threads=1)(images).astype(np.float32)
+        return CoremlRunner(path, spec, threads=1)(images).astype(np.float32)
+    return _reference(path, spec, images)
+
+
+def parity_note() -> Optional[str]:
+    """What the row's parity figures come from, when that is not the format's own runtime."""
+    return None if can_run() else REFERENCE_NOTE
+
+
+def _reference(path: Path, spec, images: np.ndarray) -> np.ndarray:
+    from ..runtime.coreml_reference import ReferenceRunner
+
+    # mode float16 runs the program as typed: a float32 program is not rounded anywhere
+    return ReferenceRunner(path, spec, threads=1, mode="float16")(images).astype(np.float32)
+
+
+def cross_check(path: Path, spec, images: np.ndarray, exported: np.ndarray, precision: str) -> Tuple[List[str], Dict]:
+    """Where Core ML runs (macOS), compare it with the reference interpreter on the same images: a
+    float32 program must agree as closely as the float32 gate asks; a float16 one is reported only
+    (Core ML's float16 kernels may accumulate in float16, the interpreter does not)."""
+    if not can_run():
+        return [], {}
+    reference = _reference(path, spec, images)
+    cos = np.sum(reference * exported, 1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(exported, axis=1))
+    figures = {"coreml_vs_reference_cosine_min": float(cos.min()),
+               "coreml_vs_reference_cosine_mean": float(cos.mean())}
+    floor = 0.9999
+    if precision == "float32" and not cos.min() >= floor:
+        return [f"Core ML and the reference interpreter disagree: cosine min {cos.min():.6f} < {floor}"], figures
+    return [], figures
 
 
 def read_metadata(path: Path) -> Optional[str]:

@@ -3,8 +3,9 @@
 Every format module offers the same functions (Optimum-style, no base class needed):
 ``PRECISIONS``, ``DEFAULT_PRECISIONS``, ``DEFAULT_LAYOUT``, ``SUFFIX``, ``RUNTIME``,
 ``check_installed()``, ``convert(module, spec, precision, path, metadata, calib, **options) -> details``,
-``run(path, spec, images) -> embeddings | None`` (None: no runtime on this platform, with
-``why_not_run()``), ``read_metadata(path)`` and optionally ``structural_checks(...)``, and
+``run(path, spec, images) -> embeddings``, ``read_metadata(path)``, and optionally
+``parity_note()`` (where the parity figures come from, when not the format's own runtime),
+``structural_checks(...)``, ``cross_check(...)`` (a second runtime compared with the first), and
 ``MIXED_PRECISIONS`` with ``convert_mixed(...)`` (a failed quantised file retried with some ops float).
 """
 

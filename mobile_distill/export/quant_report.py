@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-import numpy as np
-
 from ..utils.io import write_json_atomic, write_text_atomic
 from .mixed_precision import describe
 from .parity import Thresholds, gate

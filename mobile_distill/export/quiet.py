@@ -1,4 +1,4 @@
-"""The TFLite converters' console noise, kept off ours."""
+"""The converters' console noise (TFLite, CoreML), kept off ours."""
 
 from __future__ import annotations
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-MARK = {"passed": "✓", "structural": "✓*", "failed": "✗"}
+MARK = {"passed": "✓", "failed": "✗"}
 
 
 def _mb(row: Dict) -> str:
     return f"{row['size_bytes'] / 1e6:.2f}" if "size_bytes" in row else "-"
+
+
+def _mark(row: Dict) -> str:
+    """✓ / ✗, with ``ref`` when the figures come from a reference interpreter, not the format's runtime."""
+    return MARK.get(row["status"], row["status"]) + ("ref" if row.get("parity_note") else "")
 
 
 def format_report(report: Dict) -> str:
@@ -20,7 +25,7 @@ def format_report(report: Dict) -> str:
         f = lambda k, spec: format(p[k], spec) if k in p else "-"  # noqa: E731
         body.append([r["format"], r["precision"], _mb(r), f("cosine_min", ".6f"), f("cosine_mean", ".6f"),
                      f("recall@1_export", ".2f"), f("recall@1_pytorch", ".2f"), f("asymmetric_recall@1", ".2f"),
-                     f("top1_agreement_eps", ".3f"), MARK[r["status"]]])
+                     f("top1_agreement_eps", ".3f"), _mark(r)])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     out = [f"parity on {report['parity_images']} {report['dataset']} test images "
@@ -34,8 +39,7 @@ def format_report(report: Dict) -> str:
         for failure in r["failures"]:
             notes.append(f"✗ {tag}: {failure}")
         if r.get("parity_note"):
-            notes.append(f"✓* {tag}: {r['parity_note']}; structural checks passed: {r.get('structural')}"
-                         if r["status"] == "structural" else f"  {tag}: {r['parity_note']}")
+            notes.append(f"{_mark(r)} {tag}: {r['parity_note']}; structural checks: {r.get('structural')}")
         mixed = (r.get("details") or {}).get("mixed_search")
         if mixed and r["status"] == "passed":
             kept = r["details"]["quantization"]["float_ops"]

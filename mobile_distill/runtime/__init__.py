@@ -1,6 +1,7 @@
 """One module per runtime, below both ``export`` (the parity gate) and ``bench`` (timing):
 ``pytorch`` (the reference), ``onnx`` (ONNX Runtime), ``tflite`` (the LiteRT interpreter),
-``coreml`` (Core ML, macOS only). Each runner loads a file with a pinned thread count and embeds a
+``coreml`` (Core ML, macOS only), ``coreml_reference`` (the saved ML program run with torch
+kernels anywhere: CoreML parity off macOS, never timed). Each runner loads a file with a pinned thread count and embeds a
 batch of ``images.load_images`` images the way its file expects (``spec.InputSpec.feed``).
 Adding a format means one converter module in ``export`` and one runtime module here.
 """

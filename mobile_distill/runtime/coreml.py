@@ -1,5 +1,5 @@
 """Core ML prediction through coremltools: it exists only on macOS (coremltools has no Linux
-runtime for ML programs)."""
+runtime for ML programs; ``coreml_reference`` runs the saved program anywhere, for parity only)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,6 @@ from .spec import InputSpec
 
 def can_run() -> bool:
     return sys.platform == "darwin"
-
-
-def why_not_run() -> str:
-    return "numeric parity not run here: CoreML prediction needs macOS (coremltools has no Linux runtime)"
 
 
 class CoremlRunner:

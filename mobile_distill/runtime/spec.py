@@ -11,6 +11,18 @@ from ..errors import ConfigError
 
 LAYOUTS = ("nhwc", "nchw")
 INPUT_DTYPES = ("float32", "uint8")
+# What the Android app's benchmark mode writes to result.json and `mdistill bench --adb` reads:
+# field -> JSON type. The Kotlin golden test checks the app's output against this very table.
+DEVICE_RESULT_FIELDS = {"latency_ms": "array", "count": "int", "embedding_dim": "int", "threads": "int",
+                        "device": "object"}
+
+
+def device_result_problems(result: dict) -> List[str]:
+    """The ways ``result`` breaks ``DEVICE_RESULT_FIELDS`` (empty when it keeps it)."""
+    kinds = {"array": list, "int": int, "object": dict}
+    return [f"{k} is missing" if k not in result else f"{k} is not a JSON {t}"
+            for k, t in DEVICE_RESULT_FIELDS.items()
+            if k not in result or not isinstance(result[k], kinds[t]) or (t == "int" and isinstance(result[k], bool))]
 
 
 @dataclass(frozen=True)

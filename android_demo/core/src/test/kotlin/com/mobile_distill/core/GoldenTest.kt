@@ -1,9 +1,11 @@
 package com.mobile_distill.core
 
+import org.json.JSONArray
 import org.json.JSONObject
 import org.junit.Assert.assertArrayEquals
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertTrue
+import org.junit.Assert.fail
 import org.junit.Assume.assumeTrue
 import org.junit.Test
 import java.io.File
@@ -45,6 +47,7 @@ class GoldenTest {
                 assertArrayEquals("image $i, spec $s", want, got)
             }
         }
+        println("golden ran: inputTensorsMatchPythonBitForBit (${images.length()} images x ${specs.length()} specs)")
     }
 
     @Test
@@ -62,5 +65,28 @@ class GoldenTest {
         val scores = r.getJSONArray("scores")
         assertEquals((0 until top.length()).map { top.getInt(it) }, hits.map { it.index })
         hits.forEachIndexed { i, hit -> assertEquals(scores.getDouble(i), hit.score, 0.0) }
+        println("golden ran: topKMatchesPythonExactly (k=${hits.size})")
+    }
+
+    /** result.json as `mdistill bench --adb` reads it: the field table comes from Python
+     *  (mobile_distill.runtime.spec.DEVICE_RESULT_FIELDS), through golden.json. */
+    @Test
+    fun resultJsonKeepsThePythonContract() {
+        val contract = golden().getJSONObject("result_contract")
+        val r = BenchmarkResult(doubleArrayOf(1.0, 2.0), arrayOf(floatArrayOf(1f, 0f)), 2, mapOf("model" to "jvm"))
+        val json = JSONObject(r.resultJson())
+        assertTrue(contract.length() > 0)
+        val names = contract.names()  // org.json as on Android: no keySet()
+        for (key in (0 until names.length()).map { names.getString(it) }) {
+            assertTrue("result.json has no $key", json.has(key))
+            val value = json.get(key)
+            when (val type = contract.getString(key)) {
+                "array" -> assertTrue("$key is not a JSON array", value is JSONArray)
+                "int" -> assertTrue("$key is not a JSON int", value is Int)
+                "object" -> assertTrue("$key is not a JSON object", value is JSONObject)
+                else -> fail("unknown type $type for $key")
+            }
+        }
+        println("golden ran: resultJsonKeepsThePythonContract (${contract.length()} fields)")
     }
 }
