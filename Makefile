@@ -17,8 +17,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: setup
 	$(BIN)/mdistill demo
 
+# One worker per core, a test file per worker (module fixtures are built once): 2 cores halve the wall time.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The macOS workflow's job (.github/workflows/coreml-macos.yml): the demo trains and exports the
 # default student; both it and the demo's teacher are exported to CoreML and gated. On macOS the

@@ -124,7 +124,14 @@ def run_killed_then_resumed(args: list, last_pt: Path, kill_after_epoch: int, ti
 
 
 # Lines the Android tests want on the console even when they pass (CI reads "N passed, N failed").
+# A test records one with ``record_property("terminal_line", ...)``; the report carries it to the
+# process that prints the summary (the controller, under pytest-xdist).
 TERMINAL_LINES: list = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        TERMINAL_LINES.extend(value for key, value in report.user_properties if key == "terminal_line")
 
 
 def pytest_terminal_summary(terminalreporter):

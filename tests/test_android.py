@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, TERMINAL_LINES, make_shapes_dataset, run_cli, train_tiny_student
+from conftest import REPO, make_shapes_dataset, run_cli, train_tiny_student
 
 ANDROID = REPO / "android_demo"
 TOOLS_DIR = Path(os.environ.get("MDISTILL_ANDROID_TOOLS", ANDROID / ".tools"))
@@ -64,10 +64,10 @@ def _counts(stdout: str):
     return int(m.group(1)), int(m.group(2))
 
 
-def test_kotlin_core_and_golden_tests_pass(tools, images, tmp_path):
+def test_kotlin_core_and_golden_tests_pass(tools, images, tmp_path, record_property):
     proc = _run_core(tools, tmp_path / "build", _golden(tmp_path / "golden", images))
     passed, failed = _counts(proc.stdout)
-    TERMINAL_LINES.append(f"android_demo core (Kotlin, JUnit 4): {passed} passed, {failed} failed")
+    record_property("terminal_line", f"android_demo core (Kotlin, JUnit 4): {passed} passed, {failed} failed")
     assert proc.returncode == 0 and failed == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # JUnit 4 counts a test stopped by assumeTrue (no fixtures folder) as run, and prints no
     # "Ignored" for it; so each golden test prints a line once it has really compared something.

@@ -90,3 +90,12 @@ def test_int8_thresholds_are_the_int8_ones():
     strict = Thresholds(int8_recall_drop=fig["asymmetric_recall@1_drop"] - 0.01, int8_top1_agreement=0.0)
     failures = gate(ref, heavy, labels, "dynamic_int8", strict).failures
     assert any("asymmetric Recall@1 drop" in f for f in failures)
+
+
+def test_a_file_that_embeds_nan_fails_with_its_row_count():
+    ref, labels, _ = _clusters()
+    out = ref.copy()
+    out[[5, 9], 2] = np.nan
+    result = gate(ref, out, labels, "float16")
+    assert not result.passed
+    assert result.failures == [f"output contains NaN or infinity in 2 of {len(ref)} rows (first: row 5)"]

@@ -143,8 +143,10 @@ def gate(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, precis
     if exported.shape != reference.shape or exported.dtype != np.float32:
         return ParityResult(False, {}, [f"output {exported.dtype}{list(exported.shape)} does not match "
                                         f"PyTorch's float32{list(reference.shape)}"])
-    if not np.isfinite(exported).all():
-        return ParityResult(False, {}, ["output contains NaN or infinity"])
+    bad = ~np.isfinite(exported).all(axis=1)
+    if bad.any():
+        return ParityResult(False, {}, [f"output contains NaN or infinity in {int(bad.sum())} of {len(bad)} rows "
+                                        f"(first: row {int(np.argmax(bad))})"])
     fig = compare(reference, exported, labels, thresholds.agreement_eps)
     failures = []
     collapsed = check_not_degenerate(exported, thresholds, "the exported model")
