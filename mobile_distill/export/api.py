@@ -4,7 +4,8 @@ For every format and precision: convert into a hidden temporary path in the outp
 the metadata, run the finished file through its real runtime on real test images, apply the
 parity gate, and only then rename it to its final name. A failed file is deleted (or moved to
 ``failed/`` with ``keep_failed``); a converter exception fails that row only, the other formats
-still export. ``model.json`` lists the files that passed; ``export_report.json`` lists every row.
+still export. ``model.json`` lists every model file in the folder, kept true at each step even
+under a kill (``manifest.py``); ``export_report.json`` lists every row of this run.
 """
 
 from __future__ import annotations
