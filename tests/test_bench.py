@@ -62,7 +62,10 @@ def test_bench_json_schema_and_outputs(benched, exported):
     assert _row(on_disk, "tflite")["threads"]["1"]["throughput"]["batch_size"] == 1  # fixed-batch file
     assert _row(on_disk, "onnx")["parity"]["cosine_min"] > 0.9999  # carried over from the export report
     coreml = _row(on_disk, "coreml")
-    assert coreml["status"] == "skipped" and "macOS" in coreml["error"]
+    assert coreml["status"] == "skipped" and "macOS" in coreml["error"]  # no latency off macOS
+    # but its retrieval, from the saved program in the reference interpreter: float32 = PyTorch's
+    assert "reference interpreter" in coreml["recall_from"] and (out / coreml["embeddings"]).is_file()
+    assert coreml["recall"] == _row(on_disk, "pytorch")["recall"]
     assert "| format | precision | status |" in (out / "bench.md").read_text()
     for png in on_disk["plots"]:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

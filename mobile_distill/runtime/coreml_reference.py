@@ -14,6 +14,8 @@ An op it does not implement raises ``UnsupportedOpError`` naming the op: it neve
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -30,9 +32,10 @@ MODES = ("float32", "float16")
 
 def load_program(path: Path):
     """The saved package's MIL program, read with coremltools' loaders (weights from its blob file)."""
-    import coremltools as ct
-    from coremltools.converters.mil.frontend.milproto import load as milproto_load
-    from coremltools.models import utils as model_utils
+    with contextlib.redirect_stderr(io.StringIO()):  # its import warns about untested torch/sklearn
+        import coremltools as ct
+        from coremltools.converters.mil.frontend.milproto import load as milproto_load
+        from coremltools.models import utils as model_utils
 
     model = ct.models.MLModel(str(path), skip_model_load=True)
     return model_utils._convert_model_spec_to_pymil_prog(model, model.get_spec().specificationVersion,
@@ -289,11 +292,11 @@ class ReferenceProgram:
     """One function of a saved ML program, executable on float32 inputs by name."""
 
     def __init__(self, path: Path, mode: str = "float32", function: str = "main"):
-        from coremltools.converters.mil.mil import types
-
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        program = load_program(path)
+        program = load_program(path)  # first: it imports coremltools quietly
+        from coremltools.converters.mil.mil import types
+
         missing = unsupported_ops(program)
         if missing:
             raise UnsupportedOpError(f"op{'s' if len(missing) > 1 else ''} {', '.join(missing)} unsupported by "
