@@ -86,8 +86,9 @@ def cross_check(path: Path, spec, images: np.ndarray, exported: np.ndarray, prec
     (Core ML's float16 kernels may accumulate in float16, the interpreter does not)."""
     if not can_run():
         return [], {}
-    reference = _reference(path, spec, images)
-    cos = np.sum(reference * exported, 1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(exported, axis=1))
+    from .mixed_precision import cosine_rows
+
+    cos = cosine_rows(_reference(path, spec, images), exported)
     figures = {"coreml_vs_reference_cosine_min": float(cos.min()),
                "coreml_vs_reference_cosine_mean": float(cos.mean())}
     floor = 0.9999
