@@ -9,7 +9,10 @@
 #   3. export of the default student to every format (parity-gated; gate refusals are results);
 #   4. mdistill bench over the exports at 1 and 2 threads, with the Keras-native TFLite anchor
 #      built in its own environment (.venv-keras, tensorflow-cpu);
-#   5. benchmarks/RESULTS.md + benchmarks/results/results.json with the machine description.
+#   5. training throughput, 1 vs 2 processes (torchrun) on this CPU, unless
+#      benchmarks/results/train_throughput.json exists (a GPU's figures come from a GPU machine:
+#      benchmarks/train_throughput.py --settings gpu);
+#   6. benchmarks/RESULTS.md + benchmarks/results/results.json with the machine description.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -37,5 +40,7 @@ table="trained $(( $(table_rows) - before )) table runs, reused ${before} from b
 .venv/bin/mdistill export runs/student/last.pt --parity-samples 0 --out runs/student/export --quiet \
     || echo "(export: some files were refused by the parity gate; see the table above)"
 .venv/bin/mdistill bench runs/student/export --threads 1,2 --warmup 20 --runs 300 --quiet
+[ -f benchmarks/results/train_throughput.json ] \
+    || .venv/bin/python benchmarks/train_throughput.py --teacher runs/teacher/last.pt --epochs 2 --repeats 2
 .venv/bin/python benchmarks/write_results.py --export runs/student/export --wall-time-s $(( $(date +%s) - start )) \
     --reused "demo: ${demo}; distillation table: ${table}; export and bench: ran"

@@ -36,6 +36,26 @@ def export_table(report) -> str:
     return "\n".join(lines)
 
 
+def throughput_section(results: Path = RESULTS) -> list:
+    """Markdown lines for ``benchmarks/train_throughput.py``'s figures: this CPU (1 vs 2
+    processes) and, when one was measured, the GPU (its card named)."""
+    lines = ["## Training throughput (`benchmarks/train_throughput.py`)", ""]
+    for name, title in (("train_throughput.json", "This CPU: one process or two (torchrun, DDP over gloo)"),
+                        ("train_throughput_gpu.json", "GPU")):
+        path = results / name
+        if not path.exists():
+            continue
+        d = json.loads(path.read_text())
+        where = f"{d['gpu']}, {d['cpu_count']} CPU cores" if d.get("gpu") else f"{d['cpu']}, {d['cpu_count']} cores"
+        lines += [f"**{title}** ({where}, torch {d['torch']}; the default student recipe on `{d['data']}`, "
+                  f"{d['epochs']} epochs per setting, {d['workers']} loader workers, {d['repeats']} round(s), "
+                  f"ratios against *{d['reference']}*):", "",
+                  "| setting | images/s | ratio |", "|---|---|---|"]
+        lines += [f"| {t['name']} | {t['images_per_s']} | {t['speed_vs_reference']}x |" for t in d["settings"]]
+        lines += [""] + ([d["note"], ""] if d.get("note") else [])
+    return lines if len(lines) > 2 else []
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--export", required=True, help="the export folder that was benchmarked")
@@ -82,6 +102,7 @@ def main():
         "Plots: `benchmarks/results/bench/" + "`, `benchmarks/results/bench/".join(bench["plots"]) + "`.", "",
         "Real-device numbers are not measured in this repository: there is no phone here. "
         "`mdistill bench --adb` is tested against a stand-in device only.", "",
+        *throughput_section(),
         "## Distillation table", "", table_md.strip(), "",
     ]
     write_text_atomic(ROOT / "benchmarks" / "RESULTS.md", "\n".join(md))

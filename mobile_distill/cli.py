@@ -123,8 +123,10 @@ def _config_options(fn):
 @click.option("--config", "config_file", default=None, help="YAML config file, or a built-in name (teacher_emoji).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue from a run's last.pt.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Run on N local processes under torchrun (DDP; gloo on CPU, nccl on CUDA).")
 @_config_options
-def train_cmd(config_file, resume, quiet, **overrides):
+def train_cmd(config_file, resume, quiet, nproc, **overrides):
     """Train a teacher (metric learning) or, with --teacher and --distill, a student.
 
     \b
@@ -138,6 +140,7 @@ def train_cmd(config_file, resume, quiet, **overrides):
     from .checkpoint import load_checkpoint
     from .config import load_yaml, make_config
     from .evaluate import format_table
+    from .distributed import is_main, shutdown
     from .qat import qat_overrides
     from .train import main
 
@@ -152,9 +155,17 @@ def train_cmd(config_file, resume, quiet, **overrides):
         cfg = make_config(load_yaml(config_file) if config_file else {}, **overrides)
     elif config_file or any(v is not None for v in overrides.values()):
         raise click.UsageError("--resume continues with the run's own config; drop the other options")
-    results = main(cfg, resume=resume, progress=not quiet)
-    click.echo(format_table(results["test"], title=f"{results['model']['arch']} on test classes"))
-    click.echo(f"saved to {results['run_dir']}")
+    if nproc and nproc > 1:  # the same command again under torchrun, with the config resolved here
+        from .distributed import launch_train
+
+        sys.exit(launch_train(nproc, cfg, resume, quiet))
+    try:
+        results = main(cfg, resume=resume, progress=not quiet)
+        if is_main():
+            click.echo(format_table(results["test"], title=f"{results['model']['arch']} on test classes"))
+            click.echo(f"saved to {results['run_dir']}")
+    finally:
+        shutdown()
 
 
 # ---------------------------------------------------------------- eval

@@ -25,6 +25,10 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed for everything (same seed, same numbers on CPU)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N]"})
     workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    autocast: str = field(default="none", metadata={"help": "student forward under torch.autocast: none or bfloat16 (the GPU path; losses stay float32)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the student's training forward"})
+    gather: bool = field(default=True, metadata={"help": "on several processes (torchrun): in-batch losses (metric, relative, RKD, DarkRank, relaxed) see every rank's rows, as one process would; off: each rank's own"})
+    sync_bn: bool = field(default=False, metadata={"help": "on several CUDA processes: BatchNorm statistics over the global batch (SyncBatchNorm)"})
     # data
     data: str = field(default="emoji", metadata={"help": "emoji, cub[:PATH], cars[:PATH], sop[:PATH] or folder:PATH"})
     skip_bad_images: bool = field(default=False, metadata={"help": "drop unreadable images instead of failing"})
@@ -95,6 +99,7 @@ _CHOICES = {
     "pretrained": ("imagenet", "none"),
     "epoch_pass": ("images", "classes"),
     "teacher_dtype": ("float32", "bfloat16"),
+    "autocast": ("none", "bfloat16"),
 }
 # args.yaml carries the run's resolved figures (optimiser steps, ...) under this key: written by
 # training for the reader, ignored when the file is read back as a config.
@@ -197,6 +202,8 @@ def _validate(cfg: TrainConfig) -> None:
                           "drop --teacher-cache")
     if cfg.mixup and not cfg.unlabeled:
         raise ConfigError("--mixup mixes the unlabeled rows of each batch: also pass --unlabeled pool|PATH")
+    if cfg.qat and (cfg.autocast != "none" or cfg.compile):
+        raise ConfigError("--qat trains the fake-int8 graph in float32: drop --autocast / --compile")
     if not 0.0 < cfg.crop_scale <= 1.0:
         raise ConfigError(f"crop_scale must be in (0, 1], got {cfg.crop_scale}")
 

@@ -307,11 +307,16 @@ def evaluate_samples(model, samples, image_size: int, device="cpu", ks: Sequence
     from .data import ImageDataset
     from .data.transforms import eval_transform
 
+    from . import distributed as dd
+
+    # On several processes each rank embeds every W-th image; rank 0 scores the gathered set.
+    shard = range(dd.rank(), len(samples), dd.world_size())
     loader = DataLoader(ImageDataset(samples, eval_transform(image_size, eval_resize), dataset),
-                        batch_size=batch_size, num_workers=workers)
+                        batch_size=batch_size, num_workers=workers, sampler=shard)
     model.to(device, memory_format=torch.channels_last)
-    embeddings, labels = embed(model, loader, device, progress=progress)
-    return retrieval_metrics(embeddings, labels, ks=ks, domains=domains)
+    embeddings, labels = embed(model, loader, device, progress=progress and dd.is_main())
+    embeddings, labels = dd.gather_interleaved(embeddings, labels, n=len(samples))
+    return dd.broadcast_object(retrieval_metrics(embeddings, labels, ks=ks, domains=domains) if dd.is_main() else None)
 
 
 def _split(data, split: str):

@@ -27,6 +27,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from . import distributed as dd
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data.base import Sample, load_image
 from .data.transforms import eval_transform
@@ -130,8 +131,13 @@ class Teacher:
         """
         key = "|".join([self.sha256, str(self.image_size), repr(self.clean_transform), str(self.autocast),
                         *(p for p, _ in self.samples)])
-        return self._load_or_build(Path(cache_dir), "teacher_cache", key, lambda: self._clean_embeddings(
-            range(len(self.samples)), progress).cpu())
+        n = len(self.samples)
+
+        def compute():  # rank r embeds images r, r+W, ...
+            mine = self._clean_embeddings(range(dd.rank(), n, dd.world_size()), progress and dd.is_main()).cpu()
+            return dd.gather_interleaved(mine, n=n)[0]
+
+        return self._load_or_build(Path(cache_dir), "teacher_cache", key, compute)
 
     def build_view_cache(self, views, cache_dir: Path, progress: bool = True, stages: Sequence[int] = (),
                          batch_size: int = 128) -> Path:
@@ -154,12 +160,15 @@ class Teacher:
         have = tuple(meta.get("stages", ())) if meta.get("key") == tag else None
         # One cache serves every loss combination: a run that needs maps the cache lacks rebuilds it
         # with the union of stages, so runs needing fewer maps (or none) reuse it as it is.
-        if have is None or not set(stages) <= set(have) or not all(f.exists() for f in files(stages).values()):
-            have = tuple(sorted(set(stages) | set(have or ())))
+        stale = have is None or not set(stages) <= set(have) or not all(f.exists() for f in files(stages).values())
+        if dd.broadcast_object(stale):  # rank 0 decides: every rank must join the build
+            have = dd.broadcast_object(tuple(sorted(set(stages) | set(have or ()))))
             self._write_view_cache(views, files(have), have, progress, batch_size)
-            write_json_atomic(meta_path, {"key": tag, "dataset": self.dataset, "teacher": str(self.path),
-                                          "teacher_sha256": self.sha256, "images": len(self.samples),
-                                          "views": views.views, "stages": list(have)})
+            if dd.is_main():
+                write_json_atomic(meta_path, {"key": tag, "dataset": self.dataset, "teacher": str(self.path),
+                                              "teacher_sha256": self.sha256, "images": len(self.samples),
+                                              "views": views.views, "stages": list(have)})
+            dd.barrier()
         loaded = files(stages)
         self.cache = np.load(loaded["emb"], mmap_mode="r")
         check_finite(self.cache, f"the teacher cache {loaded['emb']}")
@@ -168,21 +177,27 @@ class Teacher:
 
     @torch.no_grad()
     def _write_view_cache(self, views, files: Dict, stages: Tuple[int, ...], progress: bool, batch_size: int) -> None:
+        """Each rank computes a contiguous block of the (image, view) rows into its own shard;
+        rank 0 merges the shards into the final files (one process: the block is everything)."""
         from contextlib import ExitStack
 
         from torch.utils.data import DataLoader
         from tqdm import tqdm
 
         n, v = len(self.samples), views.views
-        keys = [(i, j) for i in range(n) for j in range(v)]
+        lo, hi = dd.shard_range(n * v)
+        keys = [(k // v, k % v) for k in range(lo, hi)]
         loader = DataLoader(views, batch_size=batch_size, sampler=keys)
-        for f in files.values():
+        single = dd.world_size() == 1
+        mine = files if single else {k: _shard_file(f, dd.rank()) for k, f in files.items()}
+        for f in mine.values():
             remove_stale_temps(f)  # a killed build's partial files
         with ExitStack() as stack:  # every file appears complete or not at all
-            tmp = {name: stack.enter_context(atomic_path(f)) for name, f in files.items()}
+            tmp = {name: stack.enter_context(atomic_path(f)) for name, f in mine.items()}
             out: Dict = {}
             done = 0
-            for images, _, _, _ in tqdm(loader, desc="teacher views", unit="batch", disable=bars_off(progress), leave=False):
+            for images, _, _, _ in tqdm(loader, desc="teacher views", unit="batch",
+                                        disable=bars_off(progress and dd.is_main()), leave=False):
                 images = images.to(self.device, memory_format=torch.channels_last)
                 if images.shape[-1] != self.image_size:
                     images = _resize(images, self.image_size)
@@ -190,30 +205,62 @@ class Teacher:
                 parts = {"emb": (emb, np.float32), **{s: (maps[s], np.float16) for s in stages}}
                 for name, (x, dtype) in parts.items():
                     if name not in out:  # shapes are known after the first batch; rows are (image, view) pairs
-                        out[name] = np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype,
-                                                              shape=(n, v, *x.shape[1:]))
-                    out[name].reshape(n * v, *x.shape[1:])[done: done + len(x)] = x.cpu().numpy().astype(dtype)
+                        shape = (n, v, *x.shape[1:]) if single else (hi - lo, *x.shape[1:])
+                        out[name] = np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=shape)
+                    out[name].reshape(-1, *x.shape[1:])[done: done + len(x)] = x.cpu().numpy().astype(dtype)
                 done += len(images)
             for arr in out.values():
                 arr.flush()
             out.clear()
+        dd.barrier()
+        if not single and dd.is_main():
+            _merge_shards(files, n, v, dd.world_size())
+        dd.barrier()
 
     def _load_or_build(self, cache_dir: Path, prefix: str, key: str, compute) -> Path:
         tag = file_tag(key)
         path, meta_path = cache_dir / f"{prefix}-{tag}.npy", cache_dir / f"{prefix}-{tag}.json"
-        if not (path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("key") == tag):
-            remove_stale_temps(path)
+        fresh = path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("key") == tag
+        if not dd.broadcast_object(fresh):  # rank 0 decides: every rank must join the build
             with torch.no_grad():
                 emb = compute()
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, emb.numpy().astype(np.float32))
-            write_json_atomic(meta_path, {"key": tag, "dataset": self.dataset, "teacher": str(self.path),
-                                          "teacher_sha256": self.sha256, "images": len(self.samples),
-                                          "shape": list(emb.shape)})
+            if dd.is_main():
+                remove_stale_temps(path)
+                with atomic_path(path) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.save(f, emb.numpy().astype(np.float32))
+                write_json_atomic(meta_path, {"key": tag, "dataset": self.dataset, "teacher": str(self.path),
+                                              "teacher_sha256": self.sha256, "images": len(self.samples),
+                                              "shape": list(emb.shape)})
+            dd.barrier()
         self.cache = np.load(path, mmap_mode="r")
         check_finite(self.cache, f"the teacher cache {path}")
         return path
+
+
+def _shard_file(path: Path, rank: int) -> Path:
+    return path.with_name(f"{path.stem}.rank{rank}.npy")
+
+
+def _merge_shards(files: Dict, n: int, v: int, world: int) -> None:
+    """Concatenate the ranks' row blocks of each cache file into the final (N, V, ...) file."""
+    for f in files.values():
+        shards = [_shard_file(f, r) for r in range(world)]
+        parts = [np.load(p, mmap_mode="r") for p in shards if p.exists()]
+        remove_stale_temps(f)
+        with atomic_path(f) as tmp:
+            merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=parts[0].dtype, shape=(n, v, *parts[0].shape[1:]))
+            flat, start = merged.reshape(n * v, *parts[0].shape[1:]), 0
+            for part in parts:
+                flat[start: start + len(part)] = part
+                start += len(part)
+            if start != n * v:
+                raise RuntimeError(f"teacher cache shards of {f.name} hold {start} of {n * v} rows")
+            merged.flush()
+            del merged, flat
+        del parts
+        for p in shards:
+            p.unlink(missing_ok=True)
 
 
 def file_tag(key: str) -> str:

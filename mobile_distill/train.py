@@ -7,6 +7,10 @@ Reads top to bottom: ``main`` sets up data, model, loss, optimiser and schedule,
 Reproducibility: every epoch re-seeds all RNGs from ``(seed, epoch)`` and the PK sampler derives
 its order from the same pair, so resuming from the checkpoint written after epoch e replays
 epoch e+1 exactly; a run killed at any point and resumed ends bit-identical on CPU.
+
+Under torchrun every process runs this same loop (``distributed.py``): the student is wrapped in
+DDP, each rank takes its share of the recipe's global batch, and only rank 0 writes the run
+directory and prints.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from .data.folder import list_images
 from .data.sampler import PKBatchSampler
 from .data.views import ReplayedViews, ViewBatches
 from .data.transforms import train_transform
-from .evaluate import evaluate_samples
+from . import distributed as dd
+from .baseline import evaluate_split, say, say_untuned, untuned_baseline
 from .errors import CheckpointError, ConfigError
-from .losses.combine import WeightedSum, build_distill_losses, collect_features
+from .losses.combine import WeightedSum, build_distill_losses
 from .losses.metric import mean_pairwise_distance, metric_loss_from_config
 from .models import create_model
 from .models.complexity import complexity
@@ -47,12 +52,6 @@ from .utils.seed import epoch_seed, seed_everything
 # The replayed views are part of the cache's identity, shared by every seed of a comparison (the
 # seed still decides which view each epoch draws).
 VIEW_CACHE_SEED = 0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def initial_model(cfg: TrainConfig):
@@ -121,9 +120,13 @@ def mix_unlabeled(images: torch.Tensor, labels: torch.Tensor, alpha: float) -> t
     return mixed
 
 
-def train_one_epoch(model, loader, objective, optimizer, scheduler, device, epoch: int, progress: bool,
-                    teacher: Optional[Teacher] = None, image_size: int = 0, mixup: float = 0.0) -> Dict:
-    model.train()
+def train_one_epoch(forward, loader, objective, optimizer, scheduler, device, epoch: int, progress: bool,
+                    teacher: Optional[Teacher] = None, image_size: int = 0, mixup: float = 0.0,
+                    autocast: str = "none") -> Dict:
+    """One pass of ``loader``. ``forward`` is the student's training forward (``dd.wrap_student``:
+    embedding and feature maps; DDP-wrapped on several processes). ``images_per_s`` counts the
+    images of every process (the global batch)."""
+    forward.train()
     totals: Dict[str, float] = {}
     n_batches, n_images, mpd, start = 0, 0, 0.0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", disable=bars_off(progress), leave=False)
@@ -132,11 +135,14 @@ def train_one_epoch(model, loader, objective, optimizer, scheduler, device, epoc
         images = mix_unlabeled(images, labels, mixup)
         t_emb, t_feats = (teacher(images, index, objective.teacher_stages, *views) if teacher else (None, None))
         # Cross-quality: the teacher saw the full-resolution crop, the student sees it downsampled.
-        s_emb, s_feats = collect_features(model, student_view(images, image_size), objective.student_stages)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast == "bfloat16"):
+            s_emb, s_feats = forward(student_view(images, image_size))
+        s_emb, s_feats = s_emb.float(), {k: m.float() for k, m in s_feats.items()}  # losses in float32
         terms = objective(s_emb, labels, t_emb, s_feats, t_feats, labeled_mask=labels >= 0)  # (B, D) in
         loss = terms["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        dd.average_gradients(objective.parameters())  # DDP owns only the student's
         optimizer.step()
         scheduler.step()
         for k, v in terms.items():
@@ -146,14 +152,8 @@ def train_one_epoch(model, loader, objective, optimizer, scheduler, device, epoc
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{n_images / (time.perf_counter() - start):.0f}")
     stats = {k: v / max(n_batches, 1) for k, v in totals.items()}
     stats["mean_pairwise_distance"] = mpd / max(n_batches, 1)
-    stats["images_per_s"] = n_images / max(time.perf_counter() - start, 1e-9)
+    stats["images_per_s"] = n_images * dd.world_size() / max(time.perf_counter() - start, 1e-9)
     return stats
-
-
-def evaluate_split(model, samples: Sequence[Sample], cfg: TrainConfig, device, ks=(1, 2, 4, 8),
-                   dataset: str = "", domains=None, progress: bool = False) -> Dict:
-    return evaluate_samples(model, samples, cfg.image_size, device, ks, dataset, domains, cfg.eval_resize,
-                            cfg.eval_batch_size, cfg.workers, progress)
 
 
 def training_samples(data, cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
@@ -179,47 +179,13 @@ def training_samples(data, cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]
     return train + [(p, -1) for p in unlabeled], val
 
 
-def untuned_baseline(cfg: TrainConfig, data, val_samples, device, run_dir: Path) -> Optional[Dict]:
-    """What fine-tuning has to beat: the pretrained backbone's own pooled features, untuned.
-
-    Only for metric-learning runs (no teacher) from pretrained weights. With validation classes
-    the untuned model is saved as the first ``best.pt``, so a run whose fine-tuning never beats
-    it on validation keeps it (an ``embedding_dim``-free model: the pooled features).
-    """
-    if cfg.teacher or cfg.pretrained == "none" or cfg.init_from:
-        return None
-    model = create_model(cfg.model, None, cfg.pretrained, cfg.image_size).to(device, memory_format=torch.channels_last)
-    out = {"test": evaluate_split(model, data.test, cfg, device, ks=data.recall_ks, dataset=data.name,
-                                  domains=data.domains)}
-    if val_samples:
-        out["val_recall@1"] = evaluate_split(model, val_samples, cfg, device, dataset=data.name)["recall@1"]
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(run_dir / "best.pt", {"model": model.model_info(), "state_dict": model.state_dict(),
-                                              "config": cfg.to_dict(), "epoch": 0, "untuned_features": True})
-    tqdm.write(f"untuned {cfg.pretrained} features of {cfg.model}: test recall@1 {out['test']['recall@1']:.4f}"
-               + (f", validation recall@1 {out['val_recall@1']:.4f}" if val_samples else ""))
-    return out
-
-
-def _say_untuned(untuned: Dict, test: Dict, selected: str) -> None:
-    a, b = test["recall@1"], untuned["test"]["recall@1"]
-    if a > b:
-        tqdm.write(f"fine-tuning beat the untuned features: test recall@1 {a:.4f} vs {b:.4f}")
-    elif selected.startswith("untuned"):
-        tqdm.write(f"fine-tuning did not beat the untuned features on the validation classes: kept them "
-                   f"(test recall@1 {a:.4f})")
-    else:
-        tqdm.write(f"WARNING: fine-tuning did NOT beat the untuned features: test recall@1 {a:.4f} vs {b:.4f}; "
-                   f"set --val-classes to keep the better of the two automatically, or change the recipe")
-
-
 def classes_per_batch(cfg: TrainConfig, n_classes: int) -> int:
     """P of the PK batch: the recipe's, or every training class when there are fewer (a recipe
     tuned on emoji's 700+ classes must still run on a data set with 40); said, and recorded in
     ``args.yaml``'s ``resolved`` block."""
     if cfg.classes_per_batch <= n_classes or n_classes < 2:
         return cfg.classes_per_batch  # (fewer than 2 classes: the sampler's own error)
-    tqdm.write(f"note: classes_per_batch {cfg.classes_per_batch} > {n_classes} training classes; "
+    say(f"note: classes_per_batch {cfg.classes_per_batch} > {n_classes} training classes; "
                f"using {n_classes} per batch")
     return n_classes
 
@@ -272,10 +238,18 @@ def _main(cfg, resume, progress, created: list) -> Dict:
         cfg = cfg or TrainConfig()
         run_dir = new_run_dir(cfg)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = dd.init_distributed(cfg.device)  # this rank's device; joins torchrun's process group
+    main_rank = dd.is_main()
+    progress = progress and main_rank
+    if dd.world_size() > 1 and cfg.qat:
+        raise ConfigError("--qat runs on one process; drop torchrun / --nproc")
 
     # data: labelled PK batches, plus unlabeled images for the distillation losses
+    if not main_rank:
+        dd.barrier()  # rank 0 fetches or indexes the data alone first
     data = create_dataset(cfg.data, skip_bad_images=cfg.skip_bad_images, progress=progress)
+    if main_rank:
+        dd.barrier()
     samples, val_samples = training_samples(data, cfg)
     labels = [y for _, y in samples]
     n_unlabeled = labels.count(-1)
@@ -303,6 +277,8 @@ def _main(cfg, resume, progress, created: list) -> Dict:
         batches = ViewBatches(sampler, cfg.cache_views, cfg.seed)
     else:
         dataset, batches = ImageDataset(samples, transform, data.name), sampler
+    if dd.world_size() > 1:  # each rank: its P/W classes of the recipe's global batch
+        batches = dd.RankBatches(batches, pk_classes * cfg.images_per_class, sampler.u, cfg.images_per_class)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers)
     # Train-time modules (projections, regressors) are initialised from the seed alone, whatever ran before.
     torch.manual_seed(cfg.seed)
@@ -315,14 +291,19 @@ def _main(cfg, resume, progress, created: list) -> Dict:
         model = QatStudent(model, objective.student_stages, cfg.image_size)
         if ckpt is not None:
             model.load_quantizer_state(ckpt["qat"])
+    objective.gather = dd.world_size() > 1 and cfg.gather
+    forward = dd.wrap_student(model, objective.student_stages, device, cfg.sync_bn, cfg.compile)
     # The run directory appears only once the set-up succeeded, so a mistyped flag leaves no debris.
-    if not run_dir.exists():
+    run_dir = dd.broadcast_object(run_dir)  # rank 0's choice (name-2, ...) before anyone writes
+    if main_rank and not run_dir.exists():
         created.append(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if main_rank:
+        run_dir.mkdir(parents=True, exist_ok=True)
     steps = {"classes_per_batch": pk_classes, "steps_per_epoch": len(sampler), "optimizer_steps": len(sampler) * cfg.epochs,
              "labelled_images": len(samples) - n_unlabeled, "unlabeled_images": n_unlabeled,
-             "batch_size": cfg.batch_size + sampler.u}
-    write_text_atomic(run_dir / "args.yaml", dump_yaml(cfg, steps))
+             "batch_size": cfg.batch_size + sampler.u, "processes": dd.world_size()}
+    if main_rank:
+        write_text_atomic(run_dir / "args.yaml", dump_yaml(cfg, steps))
     if teacher is not None and isinstance(dataset, ReplayedViews):
         teacher.build_view_cache(dataset, Path(cfg.teacher_cache_dir or run_dir), progress, objective.teacher_stages)
     elif teacher is not None and cfg.teacher_cache:
@@ -351,13 +332,13 @@ def _main(cfg, resume, progress, created: list) -> Dict:
                 **({"qat": model.quantizer_state()} if cfg.qat else {})}
 
     for epoch in range(start_epoch, cfg.epochs):
-        seed_everything(epoch_seed(cfg.seed, epoch))
+        seed_everything(epoch_seed(cfg.seed, epoch) + dd.rank())  # ranks augment differently
         batches.set_epoch(epoch)
         if cfg.qat:
             model.set_epoch(epoch, cfg.epochs)
         t0 = time.perf_counter()
-        stats = train_one_epoch(model, loader, objective, optimizer, scheduler, device, epoch, progress,
-                                teacher, cfg.image_size, cfg.mixup)
+        stats = train_one_epoch(forward, loader, objective, optimizer, scheduler, device, epoch, progress,
+                                teacher, cfg.image_size, cfg.mixup, cfg.autocast)
         train_time += time.perf_counter() - t0
         row = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in stats.items()}, "lr": scheduler.get_last_lr()[-1]}
         if val_samples:
@@ -368,15 +349,18 @@ def _main(cfg, resume, progress, created: list) -> Dict:
         history.append(row)
         if val_samples and row["val_recall@1"] > best:
             best = row["val_recall@1"]
-            save_checkpoint(run_dir / "best.pt", payload(epoch + 1))
-        save_checkpoint(run_dir / "last.pt", payload(epoch + 1))
-        write_metrics_csv(run_dir / "metrics.csv", history)
+            if main_rank:
+                save_checkpoint(run_dir / "best.pt", payload(epoch + 1))
+        if main_rank:
+            save_checkpoint(run_dir / "last.pt", payload(epoch + 1))
+            write_metrics_csv(run_dir / "metrics.csv", history)
         # One line per epoch even without progress bars: the learning curve is the point.
         shown = {k: row[k] for k in row if k in ("loss", "mean_pairwise_distance", "images_per_s") or "recall" in k}
-        tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+        say(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in shown.items()))
 
     # Final numbers come from the selected model: best on validation classes, else the last epoch.
     selected = "last"
+    dd.barrier()  # best.pt is complete before any rank reads it
     if val_samples and (run_dir / "best.pt").exists():
         best_ckpt = load_checkpoint(run_dir / "best.pt")
         model = model_from_checkpoint(best_ckpt).to(device)
@@ -384,15 +368,16 @@ def _main(cfg, resume, progress, created: list) -> Dict:
                     if best_ckpt.get("untuned_features") else "best (validation classes)")
     test = evaluate_split(model, data.test, cfg, device, ks=data.recall_ks, dataset=data.name,
                           domains=data.domains, progress=progress)
-    if teacher is not None:  # phone queries (student) against a server gallery embedded by the teacher
+    if teacher is not None and main_rank:  # phone queries (student) against a server gallery embedded by the teacher
         test.update(asymmetric_metrics(model, teacher, objective, data, cfg.image_size, cfg.eval_resize, device))
     if untuned:
-        _say_untuned(untuned, test, selected)
+        say_untuned(untuned, test, selected)
     results = {"run_dir": str(run_dir), "selected": selected, "test": test, "model": model.model_info(),
                "complexity": complexity(float_net(model).cpu(), cfg.image_size), "train_time_s": round(train_time, 1),
                "epochs": cfg.epochs, **steps, "data": {"name": data.name, **data.summary()}, "device": str(device),
                "losses": {"task": cfg.loss, "distill": list(cfg.distill)}, "unlabeled_images": n_unlabeled,
                **({"untuned": untuned["test"]} if untuned else {}),
                **({"teacher": teacher.record()} if teacher else {})}
-    write_json_atomic(run_dir / "results.json", results)
+    if main_rank:
+        write_json_atomic(run_dir / "results.json", results)
     return results

@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ..distributed import gather_rows
 from ..errors import ConfigError, RegistryError
 from . import LOSSES, _import_losses
 from .base import DistillLoss
@@ -200,6 +201,8 @@ class WeightedSum(nn.Module):
         self.task_loss = task_loss
         self.weights = [float(w) for w, _ in distill_losses]
         self.losses = nn.ModuleList([loss for _, loss in distill_losses])
+        # On several processes: compute the in-batch terms on the rows of every rank (``gather_rows``).
+        self.gather = False
         names = [loss.name for loss in self.losses]
         dup = sorted({n for n in names if names.count(n) > 1 or n in _RESERVED})
         if dup:
@@ -252,6 +255,9 @@ class WeightedSum(nn.Module):
         """
         out: Dict[str, torch.Tensor] = {}
         total = s_emb.new_zeros(())
+        local = (s_emb, t_emb)
+        if self.gather:  # in-batch terms see the global batch of every rank (feature-map terms stay local)
+            s_emb, t_emb, labels, labeled_mask = map(gather_rows, (s_emb, t_emb, labels, labeled_mask))
         if self.task_loss is not None:
             task = s_emb.new_zeros(())
             rows = None if labeled_mask is None else labeled_mask.to(torch.bool)
@@ -267,7 +273,8 @@ class WeightedSum(nn.Module):
         for weight, loss in zip(self.weights, self.losses):
             s_list = self._pick(s_feats, _stages(loss, "student"), s_stages, "student")
             t_list = self._pick(t_feats, _stages(loss, "teacher"), t_stages, "teacher")
-            for name, value in loss(s_emb, t_emb, s_list, t_list).items():
+            embeddings = local if s_list is not None or t_list is not None else (s_emb, t_emb)
+            for name, value in loss(*embeddings, s_list, t_list).items():
                 out[name] = value
                 total = total + weight * value
             out.update(getattr(loss, "last_terms", None) or {})
