@@ -181,14 +181,16 @@ def gather_interleaved(*tensors: torch.Tensor, n: int) -> Tuple[torch.Tensor, ..
     if world_size() == 1:
         return tensors
     w, per = world_size(), -(-n // world_size())
+    # nccl gathers GPU tensors only; the results come back to the CPU either way
+    where = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     out = []
     for x in tensors:
-        padded = torch.zeros((per, *x.shape[1:]), dtype=x.dtype)
-        padded[: len(x)] = x
+        padded = torch.zeros((per, *x.shape[1:]), dtype=x.dtype, device=where)
+        padded[: len(x)] = x.to(where)
         parts = [torch.empty_like(padded) for _ in range(w)]
         dist.all_gather(parts, padded)
         full = torch.stack(parts, dim=1).reshape(per * w, *x.shape[1:])  # row i*W + r = rank r's i-th
-        out.append(full[:n])
+        out.append(full[:n].cpu())
     return tuple(out)
 
 

@@ -153,6 +153,22 @@ def test_two_process_run_follows_the_one_process_run_of_the_same_global_batch(ru
     assert not list(runs[2][0].glob("*.rank*"))  # no shard left behind
 
 
+def test_the_clean_view_cache_built_on_two_ranks_equals_the_one_built_on_one(runs, tmp_path):
+    root = runs[1][0].parent.parent
+    data = root / "shapes"
+    caches = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"p{nproc}"
+        args = tiny_train_args(data, out, epochs=1, **{"classes-per-batch": 8, "teacher-view": "clean",
+                                                         "teacher": root / "runs" / "teacher" / "last.pt"})
+        run_cli("train", "--quiet", "--nproc", nproc, *args, "--teacher-cache", "--distill", "relative:1")
+        caches[nproc] = sorted((out / "tiny").glob("teacher_cache-*.npy"))
+    assert [p.name for p in caches[1]] == [p.name for p in caches[2]] and len(caches[1]) == 1
+    a, b = np.load(caches[1][0]), np.load(caches[2][0])
+    assert a.shape[0] == 8 * 6 and np.isfinite(a).all()  # one row per training image, in data-set order
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
 def _children(pid: int):
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
