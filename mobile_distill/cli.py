@@ -136,6 +136,7 @@ def train_cmd(config_file, resume, quiet, nproc, **overrides):
       mdistill train --model mobilenet_v1_025 --pretrained none --teacher T.pt --distill relative:1:normalize=true
       mdistill train --resume runs/teacher/last.pt
       mdistill train --qat --resume runs/student/last.pt       # quantisation-aware fine-tuning
+      mdistill train --config student_emoji --teacher T.pt --nproc 2   # DDP under torchrun
     """
     from .checkpoint import load_checkpoint
     from .config import load_yaml, make_config
