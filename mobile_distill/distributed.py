@@ -67,8 +67,9 @@ def init_distributed(device_name: str = "auto") -> torch.device:
     launcher each rank takes GPU ``LOCAL_RANK``; the backend is nccl on CUDA, gloo on the CPU.
     SLURM needs ``MASTER_ADDR`` and ``MASTER_PORT`` set (the README shows how).
     """
-    device = torch.device("cuda" if device_name == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device_name == "auto" else device_name))
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_name)
     world = world_from_env()
     if dist.is_initialized() and device.type == "cuda":  # joined earlier (several runs in one process)
         return torch.device("cuda", torch.cuda.current_device())
@@ -107,6 +108,13 @@ def broadcast_object(obj):
     return box[0]
 
 
+def check_even_split(classes: int, unlabeled: int, world: int) -> None:
+    """Every rank gets whole classes and as many unlabeled rows as the others."""
+    if classes % world or unlabeled % world:
+        raise ConfigError(f"{world} processes must split the batch evenly: classes_per_batch ({classes}) and "
+                          f"unlabeled_per_batch ({unlabeled}) must be multiples of {world}")
+
+
 class RankBatches:
     """This rank's slice of every global batch of ``batches`` (a ``PKBatchSampler``, or
     ``ViewBatches`` around one): ``labelled`` = P*K class-grouped entries, then ``unlabeled``."""
@@ -115,10 +123,7 @@ class RankBatches:
                  rank_: Optional[int] = None, world: Optional[int] = None):
         self.batches, self.r = batches, rank() if rank_ is None else rank_
         self.w = world_size() if world is None else world
-        classes = labelled // images_per_class
-        if classes % self.w or unlabeled % self.w:
-            raise ConfigError(f"{self.w} processes must split the batch evenly: classes_per_batch ({classes}) and "
-                              f"unlabeled_per_batch ({unlabeled}) must be multiples of {self.w}")
+        check_even_split(labelled // images_per_class, unlabeled, self.w)
         self.labelled, self.unlabeled = labelled, unlabeled
 
     def set_epoch(self, epoch: int) -> None:
@@ -254,9 +259,7 @@ def launch_train(nproc: int, cfg=None, resume=None, quiet: bool = False) -> int:
         cfg = make_config(load_checkpoint(resume)["config"])
     if cfg.qat:  # refused here rather than by every worker under torchrun's own error report
         raise ConfigError("--qat runs on one process; drop --nproc")
-    if cfg.classes_per_batch % nproc or cfg.unlabeled_per_batch % nproc:
-        raise ConfigError(f"{nproc} processes must split the batch evenly: classes_per_batch ({cfg.classes_per_batch}) "
-                          f"and unlabeled_per_batch ({cfg.unlabeled_per_batch}) must be multiples of {nproc}")
+    check_even_split(cfg.classes_per_batch, cfg.unlabeled_per_batch, nproc)
     with tempfile.TemporaryDirectory(prefix="mdistill-launch-") as tmp:
         args = ["train", *(["--quiet"] if quiet else [])]
         if resume is not None:

@@ -304,10 +304,9 @@ def evaluate_samples(model, samples, image_size: int, device="cpu", ks: Sequence
     """Embed ``(path, label)`` samples with the eval transform and compute ``retrieval_metrics``."""
     from torch.utils.data import DataLoader
 
+    from . import distributed as dd
     from .data import ImageDataset
     from .data.transforms import eval_transform
-
-    from . import distributed as dd
 
     # On several processes each rank embeds every W-th image; rank 0 scores the gathered set.
     shard = range(dd.rank(), len(samples), dd.world_size())
