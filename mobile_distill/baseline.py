@@ -60,6 +60,9 @@ def say_untuned(untuned: Dict, test: Dict, selected: str) -> None:
     elif selected.startswith("untuned"):
         say(f"fine-tuning did not beat the untuned features on the validation classes: kept them "
             f"(test recall@1 {a:.4f})")
+    elif selected.startswith("best"):  # the held-out classes preferred an epoch that the test classes do not
+        say(f"note: the validation classes preferred a fine-tuned epoch, but on the test classes it does not beat "
+            f"the untuned features: test recall@1 {a:.4f} vs {b:.4f} (selection never looks at the test classes)")
     else:
         say(f"WARNING: fine-tuning did NOT beat the untuned features: test recall@1 {a:.4f} vs {b:.4f}; "
             f"set --val-classes to keep the better of the two automatically, or change the recipe")

@@ -44,6 +44,7 @@ class TrainConfig:
     embedding_dim: int = field(default=512, metadata={"help": "embedding size D"})
     init_from: str = field(default="", metadata={"help": "start from this checkpoint's weights (same model, size and embedding)"})
     qat: bool = field(default=False, metadata={"help": "quantisation-aware training: fake int8 as the static int8 export does (start from a trained run: --qat --resume CKPT)"})
+    qat_float: Tuple[str, ...] = field(default=(), metadata={"help": "with --qat: a module (by name, e.g. backbone.stages.0) kept in float, in training and in the int8 file; repeatable"})
     # loss
     loss: str = field(default="multi_similarity", metadata={"help": "task loss: multi_similarity, triplet or none (pure distillation)"})
     margin: float = field(default=0.2, metadata={"help": "triplet margin (the seed code used 0)"})
@@ -62,7 +63,7 @@ class TrainConfig:
     mixup: float = field(default=0.0, metadata={"help": "mixup alpha for the unlabeled rows (mixed with random rows of the batch; distillation losses only; live teacher); 0: off"})
     teacher_cache_dir: str = field(default="", metadata={"help": "where the teacher cache lives (default: the run directory); share it across runs"})
     teacher_image_size: int = field(default=0, metadata={"help": "teacher input size (cross-quality: larger than --image-size); 0: the teacher's own"})
-    unlabeled: str = field(default="", metadata={"help": "extra images for the distillation losses only: 'pool' (the data set's) or folder PATH"})
+    unlabeled: str = field(default="", metadata={"help": "extra images for the distillation losses only: 'pool' (the data set's; an error if it has none), 'auto' (the data set's pool if it has one, else none) or folder PATH"})
     unlabeled_per_batch: int = field(default=0, metadata={"help": "unlabeled images added to each batch (0: as many as labelled)"})
     label_fraction: float = field(default=1.0, metadata={"help": "keep labels for this fraction of training classes; the rest become unlabeled"})
     # optimisation
@@ -202,6 +203,8 @@ def _validate(cfg: TrainConfig) -> None:
                           "drop --teacher-cache")
     if cfg.mixup and not cfg.unlabeled:
         raise ConfigError("--mixup mixes the unlabeled rows of each batch: also pass --unlabeled pool|PATH")
+    if cfg.qat_float and not cfg.qat:
+        raise ConfigError("--qat-float names modules the QAT graph keeps in float: it needs --qat")
     if cfg.qat and (cfg.autocast != "none" or cfg.compile):
         raise ConfigError("--qat trains the fake-int8 graph in float32: drop --autocast / --compile")
     if not 0.0 < cfg.crop_scale <= 1.0:

@@ -34,16 +34,19 @@ COLUMNS = {"cross/mean/recall@1": "cross-vendor R@1", "asymmetric/recall@1": "as
 
 
 def run(out_dir: str = "runs", progress: bool = True, teacher_overrides: Optional[Dict] = None,
-        student_overrides: Optional[Dict] = None, export_formats=("all",)) -> str:
+        student_overrides: Optional[Dict] = None, export_formats=("all",), data: str = "") -> str:
     """Fetch, train teacher and students, evaluate; returns the comparison table.
 
     Args:
         out_dir: where the three runs and ``demo.json`` (all figures) go.
+        data: a data set spec (``folder:PATH``, ``cub``, ...) in place of the recipes' emoji.
         teacher_overrides, student_overrides: config fields replacing those of the built-in
             ``teacher_emoji`` / ``student_emoji`` recipes and the demo schedule (e.g. another data set).
         export_formats: formats the distilled student is exported to (empty: no export).
     """
     start = time.perf_counter()
+    if data:
+        teacher_overrides, student_overrides = {"data": data, **(teacher_overrides or {})}, {"data": data, **(student_overrides or {})}
     teacher_cfg = make_config({**load_yaml("teacher_emoji"), **DEMO_TEACHER, **(teacher_overrides or {})},
                               out_dir=out_dir)
     if teacher_cfg.data == "emoji":
@@ -83,8 +86,8 @@ def run(out_dir: str = "runs", progress: bool = True, teacher_overrides: Optiona
                "runs": {k: r["run_dir"] for k, r in (("teacher", teacher), ("alone", alone), ("distilled", distilled))},
                "complexity": {k: r["complexity"] for k, r in (("teacher", teacher), ("student", distilled))}}
     write_json_atomic(Path(out_dir) / "demo.json", summary)
-    data = teacher["data"]
-    title = f"{data['name']} test classes ({data['test_classes']} unseen classes, {data['test_images']} images)"
+    d = teacher["data"]
+    title = f"{d['name']} test classes ({d['test_classes']} unseen classes, {d['test_images']} images)"
     lines = [format_comparison(rows, title=title, extra=COLUMNS), "",
              f"gap closed by distillation: {100 * closure:.0f} % = (distilled - alone) / (teacher - alone) at Recall@1, "
              f"both students {student_cfg.epochs} epochs (demo schedule; the distillation table runs the recipe's "

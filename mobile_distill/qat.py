@@ -91,26 +91,59 @@ def _symmetric_weight_grids(graph) -> None:
             setattr(graph, name, plain.to(fused.scale.device))
 
 
+def _quantizer(keep_float: Sequence[str]):
+    """litert-torch's PT2E quantizer in its QAT configuration, leaving the ops of the modules named in
+    ``keep_float`` (and their submodules) in float. litert-torch's own ``set_module_name`` cannot: it
+    refuses a None config and parses module names from a key format torch.export no longer writes;
+    the module path is read here from each node's ``nn_module_stack`` instead."""
+    from litert_torch.quantize import pt2e_quantizer
+
+    prefixes = tuple(f"net.{m}" for m in keep_float)  # the graph's root is _Taps, the net is its child
+
+    def quantised(node) -> bool:
+        paths = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
+        return not any(p == m or p.startswith(m + ".") for p in paths for m in prefixes)
+
+    class KeepFloat(pt2e_quantizer.PT2EQuantizer):
+        def _annotate_for_static_quantization_config(self, model):
+            return self._annotate_all_static_patterns(model, self.global_config, quantised)
+
+    return KeepFloat().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+
+
+def check_float_modules(net: nn.Module, names: Sequence[str]) -> None:
+    """Each name must be a module of ``net`` that holds a weight layer."""
+    modules = dict(net.named_modules())
+    for name in names:
+        if not any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in getattr(modules.get(name), "modules", lambda: [])()):
+            top = ", ".join(n for n in modules if n.count(".") <= 2 and n)[:300]
+            raise ConfigError(f"--qat-float {name!r}: no module of that name with a conv or linear layer "
+                              f"in {type(net).__name__} (modules: {top}, ...)")
+
+
 class QatStudent(nn.Module):
     """A fake-quantised view of ``net`` with the student API the training loop uses."""
 
-    def __init__(self, net: nn.Module, stages: Sequence[int], image_size: int):
+    def __init__(self, net: nn.Module, stages: Sequence[int], image_size: int, keep_float: Sequence[str] = ()):
         super().__init__()
         try:
-            from litert_torch.quantize import pt2e_quantizer
             from torchao.quantization.pt2e import quantize_pt2e
         except ImportError as e:
             raise MissingDependencyError(f"--qat needs {e.name}: pip install 'mobile_distill[export]'") from None
+        check_float_modules(net, keep_float)
         n = len(net.feature_info)
         self.stages = sorted({int(i) % n for i in stages})
+        self.keep_float = list(keep_float)
         self.net, self.feature_info, self.head = net, net.feature_info, net.head
         # the float network this run started from: what the int8 file replaces, so what it is gated against
         self.float_reference = {k: v.detach().clone() for k, v in net.state_dict().items()}
         param = next(net.parameters())
         # batch 2 in the example: train-mode BatchNorm cannot trace one image of 1x1 maps
         example = torch.rand(2, 3, image_size, image_size, device=param.device).contiguous(memory_format=torch.channels_last)
-        self.quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+        try:
+            self.quantizer = _quantizer(keep_float)
+        except ImportError as e:
+            raise MissingDependencyError(f"--qat needs {e.name}: pip install 'mobile_distill[export]'") from None
         shapes = ({0: torch.export.Dim("batch", min=1)},)
         graph = torch.export.export(_Taps(net.train(), self.stages), (example,), dynamic_shapes=shapes).module()
         with _pattern_export_accepts_functions():
@@ -169,15 +202,16 @@ class QatStudent(nn.Module):
         """What a checkpoint needs besides the float weights: the tapped stages and the observers'
         and fake-quantisers' buffers (the learned activation ranges)."""
         own = {id(t) for t in self.net.state_dict(keep_vars=True).values()}
-        return {"stages": list(self.stages), "float_reference": self.float_reference,
+        return {"stages": list(self.stages), "float_modules": list(self.keep_float), "float_reference": self.float_reference,
                 "state": {k: v.detach().clone() for k, v in self.graph.state_dict(keep_vars=True).items()
                           if id(v) not in own}}
 
     def load_quantizer_state(self, record: Dict) -> None:
         mine, theirs = set(self.quantizer_state()["state"]), set(record["state"])
-        if mine != theirs or list(record["stages"]) != self.stages:
+        if mine != theirs or list(record["stages"]) != self.stages or record.get("float_modules", []) != self.keep_float:
             raise CheckpointError(f"the checkpoint's QAT observers do not fit this graph ({len(mine ^ theirs)} "
-                                  f"buffer name(s) differ; stages {record['stages']} vs {self.stages})")
+                                  f"buffer name(s) differ; stages {record['stages']} vs {self.stages}; float modules "
+                                  f"{record.get('float_modules', [])} vs {self.keep_float})")
         # buffer by buffer, in place: the observers' own state-dict loading skips some of them (eps)
         with torch.no_grad():
             for name, value in record["state"].items():
@@ -203,13 +237,13 @@ def deployable(net: nn.Module, record: Dict, image_size: int) -> nn.Module:
     converted to quantise/dequantise pairs (what litert-torch turns into int8 ops)."""
     from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
-    student = QatStudent(copy.deepcopy(net), record["stages"], image_size)
+    student = QatStudent(copy.deepcopy(net), record["stages"], image_size, record.get("float_modules", ()))
     student.load_quantizer_state(record)
     converted = quantize_pt2e.convert_pt2e(student.graph, fold_quantize=False)  # then eval: PT2E's own order
     with torch.random.fork_rng():
         move_exported_model_to_eval(converted)
     embedding = _Embedding(converted)
-    embedding.quantizer = student.quantizer
+    embedding.quantizer, embedding.keep_float = student.quantizer, student.keep_float
     return embedding
 
 

@@ -170,10 +170,14 @@ def training_samples(data, cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]
         keep = {classes[i] for i in torch.randperm(len(classes), generator=g)[: max(2, round(len(classes) * cfg.label_fraction))].tolist()}
         unlabeled += [p for p, y in train if y not in keep]
         train = [(p, y) for p, y in train if y in keep]
-    if cfg.unlabeled == "pool":
-        if not data.unlabeled:
+    if cfg.unlabeled in ("pool", "auto"):
+        if data.unlabeled:
+            unlabeled += data.unlabeled
+        elif cfg.unlabeled == "pool":
             raise ConfigError(f"data set {data.name!r} has no built-in unlabeled pool; pass --unlabeled PATH")
-        unlabeled += data.unlabeled
+        else:  # a recipe written for emoji still runs on a folder of the user's own images
+            say(f"note: data set {data.name!r} has no built-in unlabeled pool: the distillation losses see the "
+                "labelled images only (--unlabeled PATH adds a folder of extra images)")
     elif cfg.unlabeled:
         unlabeled += list_images(cfg.unlabeled)
     return train + [(p, -1) for p in unlabeled], val
@@ -288,7 +292,7 @@ def _main(cfg, resume, progress, created: list) -> Dict:
         raise ConfigError("hint/attention need the teacher's feature maps, which the clean-view cache does not hold: "
                           "use --teacher-view augmented (its cache keeps the maps) or drop --teacher-cache")
     if cfg.qat:  # from here on the student computes in fake int8; its float weights are what is saved
-        model = QatStudent(model, objective.student_stages, cfg.image_size)
+        model = QatStudent(model, objective.student_stages, cfg.image_size, cfg.qat_float)
         if ckpt is not None:
             model.load_quantizer_state(ckpt["qat"])
     objective.gather = dd.world_size() > 1 and cfg.gather

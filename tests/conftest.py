@@ -22,6 +22,16 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     torch.set_num_threads(1)
 
 
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_shapes_dataset(root: Path, n_classes: int = 8, per_class: int = 6, size: int = 32, seed: int = 0) -> Path:
     """Class-per-folder PNGs: class c = a square of colour c at a class-specific position, plus noise.
 

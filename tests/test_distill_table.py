@@ -1,20 +1,14 @@
 """The distillation table's bookkeeping (benchmarks/distill_table.py): which rows it runs, with
 which settings, and how it turns rows into closure and the peer comparison. No training here."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def table():
-    spec = importlib.util.spec_from_file_location("distill_table", ROOT / "benchmarks" / "distill_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("distill_table")
 
 
 def _rows(specs):

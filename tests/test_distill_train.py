@@ -266,3 +266,19 @@ def test_distillation_errors(shapes, teacher, tmp_path):
     proc = run_cli("train", *_student(shapes, tmp_path, teacher, "hint:1", **{"teacher-view": "clean"}),
                    "--teacher-cache", check=False)
     assert proc.returncode == 1 and "feature maps" in proc.stderr
+
+
+def test_the_default_student_recipe_runs_on_a_folder_without_a_pool(shapes, teacher, tmp_path):
+    """student_emoji asks for the data set's unlabeled pool ('auto'); a folder of the user's own images
+    has none, so the recipe trains on the labelled images and says so. An explicit --unlabeled pool
+    on such a data set is still an error."""
+    small = ["--data", f"folder:{shapes}", "--out-dir", tmp_path, "--image-size", 32, "--teacher-image-size", 0,
+             "--epochs", 1, "--classes-per-batch", 4, "--batches-per-epoch", 2, "--cache-views", 1,
+             "--embedding-dim", 24, "--eval-every", 0, "--eval-batch-size", 16, "--teacher", teacher]
+    proc = run_cli("train", "--config", "student_emoji", *small, "--quiet")
+    assert "has no built-in unlabeled pool" in proc.stdout + proc.stderr
+    results = json.loads((tmp_path / "student" / "results.json").read_text())
+    assert results["unlabeled_images"] == 0 and "unlabeled: auto" in (tmp_path / "student" / "args.yaml").read_text()
+    proc = run_cli("train", "--config", "student_emoji", *small, "--unlabeled", "pool", "--name", "explicit", check=False)
+    assert proc.returncode == 1 and "no built-in unlabeled pool; pass --unlabeled PATH" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "explicit").exists()

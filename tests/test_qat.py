@@ -130,6 +130,44 @@ def test_qat_export_is_the_trained_int8_network_gated_against_the_float_student(
     assert gate["images"] == 32 and {"recall@1_drop", "asymmetric_recall@1_drop", "top1_agreement_eps"} <= set(gate)
 
 
+def test_qat_keeps_named_modules_in_float_in_training_and_in_the_int8_file(runs, tmp_path):
+    """--qat-float backbone.stages.0: that stage trains unquantised and stays float in the int8 file
+    (its convs read float inputs and float weights); every later conv is int8; model.json says so."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    run_cli("train", "--qat", "--resume", runs["start"], "--epochs", "1", "--qat-float", "backbone.stages.0",
+            "--out-dir", tmp_path, "--name", "keep", "--quiet")
+    q = load_checkpoint(tmp_path / "keep" / "last.pt")
+    assert q["qat"]["float_modules"] == ["backbone.stages.0"]
+    report = export(tmp_path / "keep" / "last.pt", formats=["tflite"], out_dir=tmp_path / "x", parity_samples=0,
+                    precisions={"tflite": ["int8"]}, mixed_precision=False, keep_failed=True)
+    row, = report["rows"]
+    assert row["details"]["quantization"]["float_modules"] == ["backbone.stages.0"]
+    path = tmp_path / "x" / ("student_int8.tflite" if row["status"] == "passed" else "failed/student_int8.tflite")
+    interp = Interpreter(model_path=str(path))
+    dtypes = {t["index"]: t["dtype"] for t in interp.get_tensor_details()}
+    convs = [[dtypes[i] for i in op["inputs"][:2]] for op in interp._get_ops_details() if op["op_name"] == "CONV_2D"]
+    assert convs[0] == [np.float32, np.float32]  # resnet18's stage 0 is its stem: one conv
+    assert convs[-1] == [np.int8, np.int8] and sum(c == [np.int8, np.int8] for c in convs) == len(convs) - 1
+    proc = run_cli("train", "--qat", "--resume", runs["start"], "--qat-float", "backbone.nope", "--out-dir", tmp_path,
+                   check=False)
+    assert proc.returncode == 1 and "--qat-float 'backbone.nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_quant_report_of_a_qat_run_analyses_its_float_reference(runs, tmp_path):
+    from mobile_distill.export.quant_report import quant_report
+
+    said = []
+    report = quant_report(runs["qat"], precision="weight_int8", out_dir=tmp_path, calib_samples=8, probe_samples=16,
+                          log=said.append)
+    assert report["analysed"] == "qat.float_reference" and any("float student it started from" in m for m in said)
+    assert report["all_quantised"]["embedding_cosine_mean"] > 0.9  # against that reference, not the QAT weights
+    plain = quant_report(runs["start"], precision="weight_int8", out_dir=tmp_path / "start", calib_samples=8,
+                         probe_samples=16)
+    assert plain["analysed"] == "the checkpoint's weights"
+    assert plain["all_quantised"]["embedding_cosine_mean"] == pytest.approx(report["all_quantised"]["embedding_cosine_mean"])
+
+
 def _recall1(emb, labels):
     labels = np.asarray(labels)
     sim = emb @ emb.T

@@ -25,7 +25,7 @@ def quant_report(checkpoint: str | Path, precision: str = "int8", out_dir: Optio
     dynamic_int8, weight_int8). Returns the report written to ``out_dir/sensitivity_<precision>.json``."""
     from . import mixed_precision as mp
     from . import tflite
-    from .api import _Probe, load_for_export
+    from .api import _Probe, float_reference, load_for_export
     from .parity import ExportError
     from .prepare import ExportModule, InputSpec, load_images, pick_calibration_samples
 
@@ -35,7 +35,10 @@ def quant_report(checkpoint: str | Path, precision: str = "int8", out_dir: Optio
         raise ExportError(f"unknown calibration {calibration!r}; choose from {', '.join(mp.CALIBRATIONS)}")
     tflite.check_installed()
     checkpoint = Path(checkpoint)
-    _, net, size, resize, dataset = load_for_export(checkpoint, data)
+    ckpt, net, size, resize, dataset = load_for_export(checkpoint, data)
+    if "qat" in ckpt:  # post-training quantisation of the float network its files replace and are gated against
+        net = float_reference(ckpt, checkpoint)
+        log(f"{checkpoint} is a QAT run: analysing the float student it started from (qat.float_reference)")
     probe = _Probe(net, dataset, size, resize, probe_samples, seed).load()
     calib = load_images(pick_calibration_samples(dataset.train, calib_samples, seed), size, dataset.name, resize)
     spec = InputSpec(size, tflite.DEFAULT_LAYOUT, "float32")
@@ -65,7 +68,8 @@ def quant_report(checkpoint: str | Path, precision: str = "int8", out_dir: Optio
                       lambda m: gate(probe.reference, mp.embed(m, spec, probe.images), probe.labels, precision,
                                      strict).passed, log=log)
     report = {
-        "checkpoint": str(checkpoint), "precision": precision, "calibration": calibration,
+        "checkpoint": str(checkpoint), "analysed": "qat.float_reference" if "qat" in ckpt else "the checkpoint's weights",
+        "precision": precision, "calibration": calibration,
         "preset": mp.RECIPES[precision][0], "probe_images": len(probe.images), "probe": probe.source,
         "calibration_images": len(calib),
         "float32_size_bytes": len(q.model), "all_quantised": figures(whole),

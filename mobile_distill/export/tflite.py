@@ -113,7 +113,8 @@ def convert(module, spec, precision: str, path: Path, metadata: str, calib: Opti
         model = _convert_pt2e(module.qat, spec, module.qat.net.quantizer)
         details["quantization"] = {"quantizer": "litert-torch PT2E", "config": "symmetric, per-channel weights; "
                                    "quantisation-aware trained (mdistill train --qat)", "calibration": "none: the "
-                                   "activation ranges its QAT observers learned", "float_ops": []}
+                                   "activation ranges its QAT observers learned", "float_ops": [],
+                                   "float_modules": list(module.qat.net.keep_float)}
     elif precision == "int8" and calibration == "minmax":
         if calib is None or len(calib) == 0:
             raise ValueError("static int8 needs calibration images")

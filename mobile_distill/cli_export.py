@@ -1,0 +1,166 @@
+"""``mdistill export``, ``quant-report``, ``verify`` and ``metadata``: the commands that write or check
+exported files (registered on the ``mdistill`` group in ``cli.py``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _gate_options(fn):
+    """The parity gate's thresholds, shared by export and verify (defaults: ``Thresholds``)."""
+    for option in reversed([
+        click.option("--min-cos-fp32", type=float, default=0.9999, show_default=True,
+                     help="float32 gates on the per-image cosine to PyTorch alone."),
+        click.option("--min-cos-fp16", type=float, default=0.99, show_default=True,
+                     help="A floor that catches broken float16 conversions (float16 gates on the figures below)."),
+        click.option("--max-fp16-recall-drop", type=float, default=0.5, show_default=True,
+                     help="Recall@1 points, symmetric and asymmetric (exported queries, PyTorch gallery)."),
+        click.option("--min-fp16-agreement", type=float, default=0.98, show_default=True,
+                     help="Fraction of queries whose nearest neighbour is PyTorch's, up to --agreement-eps."),
+        click.option("--max-int8-recall-drop", type=float, default=1.0, show_default=True,
+                     help="Recall@1 points, symmetric and asymmetric (exported queries, PyTorch gallery)."),
+        click.option("--min-int8-agreement", type=float, default=0.90, show_default=True,
+                     help="Fraction of queries whose nearest neighbour is PyTorch's, up to --agreement-eps."),
+        click.option("--agreement-eps", type=float, default=0.01, show_default=True,
+                     help="A neighbour that PyTorch scores within this cosine of its own nearest counts as agreeing."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _thresholds(min_cos_fp32, min_cos_fp16, max_fp16_recall_drop, min_fp16_agreement, max_int8_recall_drop,
+                min_int8_agreement, agreement_eps):
+    from .export import Thresholds
+
+    return Thresholds(float32_cos_min=min_cos_fp32, float16_cos_min=min_cos_fp16,
+                      float16_recall_drop=max_fp16_recall_drop, float16_top1_agreement=min_fp16_agreement,
+                      int8_recall_drop=max_int8_recall_drop, int8_top1_agreement=min_int8_agreement,
+                      agreement_eps=agreement_eps)
+
+
+@click.command("export", context_settings={"max_content_width": 120})
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--format", "formats", multiple=True, default=["all"], show_default=True,
+              help="onnx, tflite, coreml or all (repeat or comma-separate).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: export/ beside the checkpoint).")
+@click.option("--precision", "precisions", multiple=True,
+              help="FORMAT:PRECISION, e.g. tflite:int8 (repeatable; default: every precision of each format).")
+@click.option("--input-layout", type=click.Choice(["nhwc", "nchw"]), default=None,
+              help="Input layout for every format (default: NHWC for TFLite, NCHW for ONNX and CoreML).")
+@click.option("--input-dtype", type=click.Choice(["float32", "uint8"]), default="float32", show_default=True,
+              help="float32 RGB in [0, 1], or uint8 0-255 camera bytes (CoreML stays float32).")
+@click.option("--parity-samples", type=int, default=256, show_default=True,
+              help="Test images the parity gate runs on (whole classes; 0 = the whole test split).")
+@click.option("--calib-samples", type=int, default=256, show_default=True,
+              help="Training images for static int8 calibration.")
+@_gate_options
+@click.option("--keep-failed", is_flag=True, help="Move files that fail the gate to OUT/failed/ instead of deleting them.")
+@click.option("--calibration", type=click.Choice(["minmax", "mse", "octav"]), default="minmax", show_default=True,
+              help="TFLite quantisation ranges: min-max, or weights clipped by least squared error / OCTAV.")
+@click.option("--mixed-precision/--no-mixed-precision", default=True, show_default=True,
+              help="Retry a quantised TFLite file that fails the gate with its most sensitive ops in float "
+                   "(chosen on training images).")
+@click.option("--data", "data_spec", default=None, help="Data set for parity/calibration images (default: the checkpoint's).")
+@click.option("--name", default="student", show_default=True, help="File stem: NAME_float32.tflite, ...")
+@click.option("--android", "android_dir", type=click.Path(path_type=Path), default=None,
+              help="Also fill this Android assets folder (android_demo/app/src/main/assets): float32 TFLite, "
+                   "model.json and a gallery embedded with that file.")
+@click.option("--gallery", default=None, help="With --android: a data set (its test split) or a folder of images "
+                                              "(default: the checkpoint's data set).")
+@click.option("--gallery-limit", type=int, default=None, help="With --android: at most this many gallery images.")
+@click.option("--quiet", is_flag=True, help="Only the table and the final line.")
+def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dtype, parity_samples, calib_samples,
+               keep_failed, calibration, mixed_precision, data_spec, name, android_dir, gallery, gallery_limit, quiet,
+               **gate):
+    """Export CHECKPOINT to ONNX / TFLite / CoreML and gate every file on parity with PyTorch."""
+    from .export import ExportError, export, format_report
+
+    wanted = {}
+    for item in precisions:
+        fmt, sep, prec = item.partition(":")
+        if not sep or not prec:
+            raise click.BadParameter(f"{item!r}: use FORMAT:PRECISION, e.g. tflite:int8", param_hint="--precision")
+        wanted.setdefault(fmt.strip().lower(), []).append(prec.strip().lower())
+    thresholds = _thresholds(**gate)
+    if android_dir is not None:
+        from .export.android import check_assets_dir
+
+        check_assets_dir(android_dir)  # before minutes of export, not after
+    report = export(checkpoint, formats=formats, out_dir=out_dir, precisions=wanted, input_layout=input_layout,
+                    input_dtype=input_dtype, parity_samples=parity_samples, calib_samples=calib_samples,
+                    thresholds=thresholds, keep_failed=keep_failed, data=data_spec, name=name,
+                    calibration=calibration, mixed_precision=mixed_precision, log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
+    click.echo(format_report(report))
+    if android_dir is not None:
+        from .export.android import write_android_assets
+
+        done = write_android_assets(Path(report["out_dir"]), android_dir, gallery or report["data_spec"],
+                                    limit=gallery_limit)
+        click.echo(f"Android assets: {done['model']}, model.json and {done['gallery_images']} gallery images "
+                   f"in {android_dir}")
+    click.echo(f"saved to {report['out_dir']} (model.json, export_report.json)")
+    failed = [f"{r['format']} {r['precision']}" for r in report["rows"] if r["status"] == "failed"]
+    if failed:
+        raise ExportError(f"parity gate failed for {', '.join(failed)} (see the ✗ lines above); "
+                          "those files were not written")
+
+
+@click.command("quant-report", context_settings={"max_content_width": 120})
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--precision", type=click.Choice(["int8", "int16act", "dynamic_int8", "weight_int8"]), default="int8",
+              show_default=True, help="The TFLite precision to analyse.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: quant_report/ beside the checkpoint).")
+@click.option("--calibration", type=click.Choice(["minmax", "mse", "octav"]), default="minmax", show_default=True)
+@click.option("--calib-samples", type=int, default=256, show_default=True, help="Training images for calibration.")
+@click.option("--probe-samples", type=int, default=256, show_default=True,
+              help="Test images (whole classes) the errors are measured on.")
+@click.option("--data", "data_spec", default=None, help="Data set (default: the checkpoint's).")
+@click.option("--top", type=int, default=15, show_default=True, help="Ops shown in the table.")
+def quant_report_cmd(checkpoint, precision, out_dir, calibration, calib_samples, probe_samples, data_spec, top):
+    """Per-layer quantisation sensitivity of CHECKPOINT as a TFLite file: JSON, table and plot."""
+    from .export.quant_report import markdown, quant_report
+
+    report = quant_report(checkpoint, precision=precision, out_dir=out_dir, calibration=calibration,
+                          calib_samples=calib_samples, probe_samples=probe_samples, data=data_spec,
+                          log=lambda m: click.echo(m, err=True))
+    click.echo(markdown(report, top=top))
+    click.echo(f"saved to {', '.join(report['files'])}")
+
+
+@click.command("verify", context_settings={"max_content_width": 120})
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="The checkpoint FILE was exported from (default: the one its metadata names).")
+@click.option("--parity-samples", type=int, default=256, show_default=True,
+              help="Test images the parity gate runs on (whole classes; 0 = the whole test split).")
+@click.option("--data", "data_spec", default=None, help="Data set for the parity images (default: the checkpoint's).")
+@_gate_options
+def verify_cmd(file, checkpoint, parity_samples, data_spec, **gate):
+    """Run an exported FILE through the parity gate again (after copying or editing it)."""
+    from .export import ExportError, format_report
+    from .export.verify import verify
+
+    report = verify(file, checkpoint=checkpoint, data=data_spec, parity_samples=parity_samples,
+                    thresholds=_thresholds(**gate))
+    click.echo(format_report(report))
+    if not report["passed"]:
+        raise ExportError(f"{file} failed the parity gate (see the ✗ lines above)")
+
+
+@click.command("metadata")
+@click.argument("path", type=click.Path(path_type=Path))
+def metadata_cmd(path):
+    """Print the mobile_distill metadata embedded in an exported file (.onnx, .tflite, .mlpackage)."""
+    from .export import ExportError, read_metadata
+
+    if not path.exists():
+        raise ExportError(f"file not found: {path}")
+    doc = read_metadata(path)
+    if doc is None:
+        raise ExportError(f"{path} carries no mobile_distill metadata (was it exported by mdistill export?)")
+    click.echo(json.dumps(doc, indent=2))
