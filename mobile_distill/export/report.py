@@ -17,14 +17,15 @@ def _mark(row: Dict) -> str:
 
 
 def format_report(report: Dict) -> str:
-    header = ["format", "precision", "size MB", "cos min", "cos mean", "R@1 export", "R@1 torch", "asym R@1",
-              "top-1 agree(ε)", "status"]
+    header = ["format", "precision", "size MB", "cos min", "cos mean", "R@1 export", "R@1 torch", "drop", "asym R@1",
+              "asym drop", "top-1 agree(ε)", "status"]
     body: List[List[str]] = []
     for r in report["rows"]:
         p = r.get("parity") or {}
         f = lambda k, spec: format(p[k], spec) if k in p else "-"  # noqa: E731
         body.append([r["format"], r["precision"], _mb(r), f("cosine_min", ".6f"), f("cosine_mean", ".6f"),
-                     f("recall@1_export", ".2f"), f("recall@1_pytorch", ".2f"), f("asymmetric_recall@1", ".2f"),
+                     f("recall@1_export", ".2f"), f("recall@1_pytorch", ".2f"), f("recall@1_drop", ".2f"),
+                     f("asymmetric_recall@1", ".2f"), f("asymmetric_recall@1_drop", ".2f"),
                      f("top1_agreement_eps", ".3f"), _mark(r)])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
@@ -46,6 +47,11 @@ def format_report(report: Dict) -> str:
             notes.append(f"  {tag}: the all-quantised file failed; mixed precision keeps {len(kept)} op(s) in float "
                          f"({100 * mixed[-1]['float_weight_fraction']:.2f} % of the weights; chosen on "
                          f"{r['details']['probe']}; recipe in model.json)")
+        quantization = (r.get("details") or {}).get("quantization") or {}
+        if "quantisation-aware" in quantization.get("config", ""):
+            kept = quantization.get("float_modules") or []
+            notes.append(f"  {tag}: the QAT run's own int8 graph (mdistill train --qat)"
+                         + (f", {', '.join(kept)} kept in float" if kept else ", every op quantised"))
         transposes = (r.get("details") or {}).get("transpose_ops")
         if transposes:
             notes.append(f"! {tag}: {transposes} TRANSPOSE op(s) in the graph")
