@@ -173,7 +173,8 @@ class QatStudent(nn.Module):
     def set_epoch(self, epoch: int, epochs: int) -> None:
         """Freeze ranges and BatchNorm statistics for the last ``QAT_FROZEN_FRACTION`` of the epochs
         (never in a one-epoch run); a function of the epoch alone, so a resumed run does the same."""
-        self.frozen = epochs > 1 and epoch >= epochs - max(1, round(epochs * QAT_FROZEN_FRACTION))
+        # at least the first epoch learns: a 2-epoch run would otherwise freeze ranges it never learned
+        self.frozen = epochs > 1 and epoch >= epochs - min(epochs - 1, max(1, round(epochs * QAT_FROZEN_FRACTION)))
         self.train(self.training)
 
     def _batch_norm_statistics(self, training: bool) -> None:

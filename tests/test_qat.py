@@ -75,6 +75,14 @@ def test_activation_observers_learn_only_in_unfrozen_training():
     student.train()
     student(x * 3)
     assert any(not torch.equal(before[k], v) for k, v in state().items())
+    # whatever the length, the first epoch learns the ranges and the last trains on frozen ones
+    # (a 2-epoch run used to freeze from its first epoch: ranges never learned, a broken file)
+    for epochs in range(2, 9):
+        frozen = []
+        for epoch in range(epochs):
+            student.set_epoch(epoch, epochs)
+            frozen.append(student.frozen)
+        assert not frozen[0] and frozen[-1] and frozen == sorted(frozen), (epochs, frozen)
 
 
 def test_qat_resume_after_kill_is_bit_identical(runs, tmp_path):
