@@ -128,6 +128,8 @@ class QatStudent(nn.Module):
         super().__init__()
         try:
             from torchao.quantization.pt2e import quantize_pt2e
+
+            self.quantizer = _quantizer(keep_float)
         except ImportError as e:
             raise MissingDependencyError(f"--qat needs {e.name}: pip install 'mobile_distill[export]'") from None
         check_float_modules(net, keep_float)
@@ -140,10 +142,6 @@ class QatStudent(nn.Module):
         param = next(net.parameters())
         # batch 2 in the example: train-mode BatchNorm cannot trace one image of 1x1 maps
         example = torch.rand(2, 3, image_size, image_size, device=param.device).contiguous(memory_format=torch.channels_last)
-        try:
-            self.quantizer = _quantizer(keep_float)
-        except ImportError as e:
-            raise MissingDependencyError(f"--qat needs {e.name}: pip install 'mobile_distill[export]'") from None
         shapes = ({0: torch.export.Dim("batch", min=1)},)
         graph = torch.export.export(_Taps(net.train(), self.stages), (example,), dynamic_shapes=shapes).module()
         with _pattern_export_accepts_functions():
