@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test coreml-parity clean
+.PHONY: setup demo test test-avx2 coreml-parity clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,15 @@ demo: setup
 # One worker per core, a test file per worker (module fixtures are built once): 2 cores halve the wall time.
 test: setup
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
+
+# The test files whose assertions depend on what training learned or on the parity gate's verdict,
+# again on the AVX2 kernels: an Intel machine then takes the code paths of an AMD one without
+# AVX-512, so a threshold that holds on one CPU's rounding only fails here (CI runs both: .ci/run).
+CPU_SENSITIVE := tests/test_train.py tests/test_export.py tests/test_qat.py tests/test_quantization.py \
+	tests/test_bench.py tests/test_distill_train.py tests/test_distributed.py tests/test_architectures.py \
+	tests/test_android.py tests/test_sampler_config.py
+test-avx2: setup
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest -q -n auto --dist loadfile $(CPU_SENSITIVE)
 
 # The macOS workflow's job (.github/workflows/coreml-macos.yml): the demo trains and exports the
 # default student; both it and the demo's teacher are exported to CoreML and gated. On macOS the

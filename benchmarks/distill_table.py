@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from mobile_distill.config import load_yaml, make_config  # noqa: E402
 from mobile_distill.demo import ALONE_LR  # noqa: E402
 from mobile_distill.utils.io import write_json_atomic, write_text_atomic  # noqa: E402
+from mobile_distill.utils.provenance import provenance  # noqa: E402
 
 BLOCKS = {
     "scratch": {"student": "student_emoji", "teacher_recipe": "teacher_emoji", "teacher_arg": "teacher", "peers": True,
@@ -235,7 +236,7 @@ def run_specs(todo, state, out: Path, jobs: int):
             result = future.result()
             if result is None:
                 continue
-            state["runs"].append(result)
+            state["runs"].append({**result, "provenance": provenance()})  # rows of a resumed table ran at other commits
             write_json_atomic(out, state)
             print(f"    {result['id']}: recall@1 {result['test']['recall@1']:.4f} ({result['wall_time_s']:.0f} s)", flush=True)
 
@@ -445,6 +446,7 @@ def main():
                      "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                      "jobs": max(args.jobs, state.get("meta", {}).get("jobs", 0)),  # the most rows ever run at once
                      "tune_epochs": args.tune_epochs, "wall_time_s": round(time.perf_counter() - start, 1)}
+    state["provenance"] = {**provenance(), "outputs": [out.with_suffix(".md").name, "learning_curves.png"]}
     write_json_atomic(out, state)
     write_text_atomic(out.with_suffix(".md"), markdown(state))
     plot_curves(state["runs"], state["teachers"], out.parent / "learning_curves.png")

@@ -92,6 +92,7 @@ def main() -> None:
     full = args.n * args.n * 4 / 1e6  # what an N x N float32 similarity matrix alone would take
 
     from mobile_distill.utils.io import write_json_atomic
+    from mobile_distill.utils.provenance import provenance
 
     result = {
         "n": args.n,
@@ -110,6 +111,7 @@ def main() -> None:
         "cpu_model": cpu_model(),
         "torch_version": rep["torch_version"],
         "metrics": rep["metrics"],
+        "provenance": provenance(),
     }
     write_json_atomic(RESULT, result)
     print(json.dumps(result, indent=2))

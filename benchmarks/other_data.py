@@ -113,6 +113,7 @@ def main():
     from mobile_distill.config import load_yaml
     from mobile_distill.demo import run
     from mobile_distill.utils.io import write_json_atomic, write_text_atomic
+    from mobile_distill.utils.provenance import provenance
 
     data_dir = Path(args.data_dir)
     if not data_dir.exists():
@@ -137,7 +138,7 @@ def main():
         rows = {k: {m: v.get(m) for m in ("recall@1", "recall@4", "map@r", "asymmetric/recall@1")}
                 for k, v in demo["rows"].items()}
         state["seeds"][str(seed)] = {"rows": rows, "closure": demo["closure"], "schedule": demo["schedule"],
-                                     "wall_time_s": round(time.perf_counter() - start, 1)}
+                                     "wall_time_s": round(time.perf_counter() - start, 1), "provenance": provenance()}
         write_json_atomic(out, state)
     names = list(next(iter(state["seeds"].values()))["rows"])
     seeds = sorted(state["seeds"])
@@ -151,7 +152,8 @@ def main():
     table = {n: mean_std(per_seed(n)) for n in names}
     state.update(data=summary, table=table, gain_over_alone=mean_std(gain), gain_over_teacher=mean_std(over_teacher),
                  asymmetric=mean_std(per_seed(distilled, "asymmetric/recall@1")),
-                 closure=mean_std([state["seeds"][s]["closure"] for s in seeds]))
+                 closure=mean_std([state["seeds"][s]["closure"] for s in seeds]),
+                 provenance={**provenance(), "outputs": [out.with_suffix(".md").name]})
     write_json_atomic(out, state)
     lines = [f"glyphs (built by benchmarks/other_data.py): {summary['classes']} classes, {summary['images']} images, "
              f"{summary['fonts']} fonts, {summary['images_per_class'][0]}-{summary['images_per_class'][1]} per class; "

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from mobile_distill.config import load_yaml, make_config  # noqa: E402
 from mobile_distill.train import main as train  # noqa: E402
 from mobile_distill.utils.io import write_json_atomic  # noqa: E402
+from mobile_distill.utils.provenance import provenance  # noqa: E402
 
 MODES = {
     "live teacher, augmented view (float32)": {"teacher_cache": False},
@@ -77,7 +78,7 @@ def main():
            "torch": torch.__version__, "train_time_s": times, "images_per_s": speed,
            "vs_live_float32": {m: round(v / live, 2) for m, v in speed.items()},
            "cache_build_s_incl_one_batch": builds, "cache_reused_from": args.cache_dir and "given --cache-dir",
-           "cache_views": recipe["cache_views"]}
+           "cache_views": recipe["cache_views"], "provenance": provenance()}
     write_json_atomic(args.out, out)
     for m, v in speed.items():
         print(f"{m:55s} {v:7.1f} images/s  ({out['vs_live_float32'][m]:.2f}x)")

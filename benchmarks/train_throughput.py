@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobile_distill.utils.io import write_json_atomic  # noqa: E402
+from mobile_distill.utils.provenance import provenance  # noqa: E402
 
 PRESETS = {
     "cpu": [
@@ -111,7 +112,7 @@ def main():
     out = {"recipe": "student_emoji", "data": args.data, "teacher": args.teacher, "epochs": args.epochs,
            "workers": args.workers, "repeats": args.repeats, "cpu": platform.processor() or platform.machine(),
            "cpu_count": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "settings": table,
-           "reference": base, "cache_build_s": built["wall_s"]}
+           "reference": base, "cache_build_s": built["wall_s"], "provenance": provenance()}
     write_json_atomic(Path(args.out), out)
     for t in table:
         print(f"{t['name']:45s} {t['images_per_s']} images/s  x{t['speed_vs_reference']} vs {base}")

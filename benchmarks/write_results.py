@@ -17,6 +17,7 @@ sys.path.insert(0, str(ROOT))
 from mobile_distill.bench.api import machine  # noqa: E402
 from mobile_distill.bench.report import format_markdown  # noqa: E402
 from mobile_distill.utils.io import write_json_atomic, write_text_atomic  # noqa: E402
+from mobile_distill.utils.provenance import provenance  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -107,7 +108,8 @@ def main():
     ]
     write_text_atomic(ROOT / "benchmarks" / "RESULTS.md", "\n".join(md))
     write_json_atomic(RESULTS / "results.json", {"wall_time_s": args.wall_time_s, "machine": m, "bench": bench,
-                                                 "export": export_report})
+                                                 "export": export_report, "provenance": {
+                                                     **provenance(), "outputs": ["../RESULTS.md"]}})
     print(f"saved to {ROOT / 'benchmarks' / 'RESULTS.md'}")
 
 

@@ -11,18 +11,47 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from .errors import CheckpointError, MdistillError
-from .utils.io import atomic_path
+from .errors import CheckpointError, MdistillError, StorageError
+from .utils.io import atomic_path, free_mb, storage_error
 
 FORMAT = "mobile_distill.checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(path: str | Path, payload: Dict[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` atomically (a failure leaves the previous file, or none).
+
+    Raises:
+        StorageError: the disk is full, or the folder is read-only or forbidden.
+    """
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except OSError as e:
+        error = storage_error(e, path)
+        if error is None:
+            raise
+        raise error from None
+    except RuntimeError:
+        # torch's zip writer reports a failed write as "unexpected pos" / "file write failed", without errno
+        needed = _nbytes(payload) / 1e6
+        free = free_mb(Path(path).parent)  # the partial temporary file is gone by now
+        if free < needed + 1:
+            raise StorageError(f"no space left on the device for checkpoint {path}: it needs about {needed:,.1f} MB "
+                               f"and {free:,.1f} MB are free there; free some space or write elsewhere") from None
+        raise
     return Path(path)
+
+
+def _nbytes(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
 
 
 def load_checkpoint(path: str | Path) -> Dict[str, Any]:

@@ -232,15 +232,18 @@ def _int_list(ctx, param, value):
 @click.option("--adb", "adb_serial", default=None, is_flag=False, flag_value="", metavar="[SERIAL]",
               help="Also run on an Android phone through adb and the demo app's benchmark mode.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Default: EXPORT_DIR/bench.")
+@click.option("--allow-modified", is_flag=True,
+              help="Measure files whose sha256 differs from model.json's (edited after export) instead of failing them.")
 @click.option("--quiet", is_flag=True, help="Only the table and the final line.")
-def bench_cmd(export_dir, data_spec, threads, warmup, runs, checkpoint, min_recall, anchor, adb_serial, out_dir, quiet):
+def bench_cmd(export_dir, data_spec, threads, warmup, runs, checkpoint, min_recall, anchor, adb_serial, out_dir,
+              allow_modified, quiet):
     """Size, latency, throughput, memory and Recall@K of every file in an export folder."""
     from .bench import BenchError, bench, format_table
 
     report = bench(export_dir, data=data_spec, threads=threads, warmup=warmup, runs=runs, checkpoint=checkpoint,
                    min_recall=min_recall, out_dir=out_dir, anchor=anchor,
                    adb="adb" if adb_serial is not None else None, adb_serial=adb_serial or None,
-                   log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
+                   allow_modified=allow_modified, log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(format_table(report))
     out = out_dir or Path(export_dir) / "bench"
     click.echo(f"saved to {out} (bench.json, bench.md, {', '.join(report['plots'])})")
@@ -252,12 +255,13 @@ def bench_cmd(export_dir, data_spec, threads, warmup, runs, checkpoint, min_reca
 # ---------------------------------------------------------------- demo
 @cli.command("demo")
 @click.option("--data", default="", metavar="SPEC", help="Another data set (folder:PATH, cub, ...) instead of emoji.")
+@click.option("--out", "out_dir", default="runs", show_default=True, help="Where the runs and demo.json go.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo_cmd(data, quiet):
+def demo_cmd(data, out_dir, quiet):
     """The README's main job: emoji data, teacher, student alone and distilled, side by side."""
     from .demo import run
 
-    click.echo(run(progress=not quiet, data=data))
+    click.echo(run(out_dir=out_dir, progress=not quiet, data=data))
 
 
 def main(argv=None):
@@ -276,6 +280,14 @@ def main(argv=None):
         if debug:
             raise
         click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    except OSError as e:  # a full disk, a read-only folder: the machine's problem, told in one line
+        from .utils.io import storage_error
+
+        error = storage_error(e)
+        if error is None or debug:
+            raise
+        click.echo(f"Error: {error}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)

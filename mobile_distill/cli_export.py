@@ -77,7 +77,7 @@ def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dty
                keep_failed, calibration, mixed_precision, data_spec, name, android_dir, gallery, gallery_limit, quiet,
                **gate):
     """Export CHECKPOINT to ONNX / TFLite / CoreML and gate every file on parity with PyTorch."""
-    from .export import ExportError, export, format_report
+    from .export import ExportError, export, failure_message, format_report
 
     wanted = {}
     for item in precisions:
@@ -103,10 +103,9 @@ def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dty
         click.echo(f"Android assets: {done['model']}, model.json and {done['gallery_images']} gallery images "
                    f"in {android_dir}")
     click.echo(f"saved to {report['out_dir']} (model.json, export_report.json)")
-    failed = [f"{r['format']} {r['precision']}" for r in report["rows"] if r["status"] == "failed"]
+    failed = failure_message(report)
     if failed:
-        raise ExportError(f"parity gate failed for {', '.join(failed)} (see the ✗ lines above); "
-                          "those files were not written")
+        raise ExportError(failed)
 
 
 @click.command("quant-report", context_settings={"max_content_width": 120})

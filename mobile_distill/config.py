@@ -91,6 +91,10 @@ class TrainConfig:
         return d
 
 
+# Bounds that no real run reaches: a value past them is a typo (1.0e+9 epochs) that would start a run
+# that never ends, or allocate more memory than any machine has.
+_MAX = {"epochs": 100_000, "image_size": 4096, "batches_per_epoch": 10_000_000}
+
 _CHOICES = {
     "loss": ("multi_similarity", "triplet", "none"),
     "teacher_view": ("augmented", "clean"),
@@ -182,6 +186,9 @@ def _validate(cfg: TrainConfig) -> None:
     for key in ("epochs", "image_size", "classes_per_batch", "images_per_class", "eval_batch_size"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
+    for key, most in _MAX.items():
+        if getattr(cfg, key) > most:
+            raise ConfigError(f"{key} must be at most {most:,}, got {getattr(cfg, key):,} (a typo in an exponent?)")
     if not 0.0 <= cfg.val_classes < 1.0:
         raise ConfigError(f"val_classes must be in [0, 1), got {cfg.val_classes}")
     if not 0.0 < cfg.label_fraction <= 1.0:

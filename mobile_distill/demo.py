@@ -23,6 +23,7 @@ from .errors import MdistillError
 from .evaluate import format_comparison, gap_closure
 from .train import main as train
 from .utils.io import write_json_atomic
+from .utils.provenance import provenance
 
 # The demo's schedules (the recipes' own epochs are for the distillation table).
 DEMO_TEACHER = {"epochs": 2}
@@ -84,7 +85,8 @@ def run(out_dir: str = "runs", progress: bool = True, teacher_overrides: Optiona
                    {k: r.get(k) for k in ("format", "precision", "file", "status", "size_bytes", "parity")}
                    for r in exported["rows"]]},
                "runs": {k: r["run_dir"] for k, r in (("teacher", teacher), ("alone", alone), ("distilled", distilled))},
-               "complexity": {k: r["complexity"] for k, r in (("teacher", teacher), ("student", distilled))}}
+               "complexity": {k: r["complexity"] for k, r in (("teacher", teacher), ("student", distilled))},
+               "provenance": provenance()}
     write_json_atomic(Path(out_dir) / "demo.json", summary)
     d = teacher["data"]
     title = f"{d['name']} test classes ({d['test_classes']} unseen classes, {d['test_images']} images)"
@@ -100,7 +102,10 @@ def run(out_dir: str = "runs", progress: bool = True, teacher_overrides: Optiona
         from .export import format_report
 
         lines += ["", f"distilled student exported to {exported['out_dir']}", format_report(exported)]
-    lines += [f"wall time {summary['wall_time_s'] / 60:.1f} min", f"saved to {Path(out_dir) / 'demo.json'}"]
+    prov = summary["provenance"]
+    lines += [f"wall time {summary['wall_time_s'] / 60:.1f} min on {prov['cpu']} ({prov['cpu_kernels']} kernels: "
+              "another CPU's kernels end these short runs elsewhere; the README gives the spread)",
+              f"saved to {Path(out_dir) / 'demo.json'}"]
     return "\n".join(lines)
 
 

@@ -110,9 +110,11 @@ def broadcast_object(obj):
 
 def check_even_split(classes: int, unlabeled: int, world: int) -> None:
     """Every rank gets whole classes and as many unlabeled rows as the others."""
-    if classes % world or unlabeled % world:
-        raise ConfigError(f"{world} processes must split the batch evenly: classes_per_batch ({classes}) and "
-                          f"unlabeled_per_batch ({unlabeled}) must be multiples of {world}")
+    uneven = [f"{name} ({value})" for name, value in (("classes_per_batch", classes), ("unlabeled_per_batch", unlabeled))
+              if value % world]
+    if uneven:
+        raise ConfigError(f"{world} processes must split the batch evenly: {' and '.join(uneven)} must be "
+                          f"{'a multiple' if len(uneven) == 1 else 'multiples'} of {world}")
 
 
 class RankBatches:

@@ -35,3 +35,7 @@ class BenchError(MdistillError):
 
 class UnsupportedOpError(MdistillError):
     """A converted program holds an op that the CoreML reference interpreter does not implement."""
+
+
+class StorageError(MdistillError):
+    """A file that cannot be written: no space left, a read-only or forbidden folder."""

@@ -159,3 +159,58 @@ def test_adb_missing_is_a_clear_cli_error(exported, tmp_path):
     empty.mkdir()
     proc = run_cli("bench", exported, "--adb", "--anchor", "off", check=False, env={"PATH": str(empty)})
     assert proc.returncode == 1 and "adb not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _single_file_copy(exported, tmp_path, fmt="tflite", precision="float32"):
+    """A copy of the export folder holding one of its files, described by model.json."""
+    import shutil
+
+    card = json.loads((exported / "model.json").read_text())
+    artifact = next(a for a in card["artifacts"] if a["format"] == fmt and a["precision"] == precision)
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    shutil.copyfile(exported / artifact["file"], folder / artifact["file"])
+    (folder / "model.json").write_text(json.dumps({**card, "artifacts": [artifact]}))
+    return folder, folder / artifact["file"]
+
+
+def test_a_file_changed_after_export_fails_its_row_unless_allowed(exported, tmp_path):
+    folder, tflite = _single_file_copy(exported, tmp_path)
+    data = bytearray(tflite.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])  # a bit rot, or an edit
+    tflite.write_bytes(bytes(data))
+    proc = run_cli("bench", folder, "--anchor", "off", "--warmup", "1", "--runs", "2", "--quiet", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "✗ tflite float32: student_float32.tflite changed after export: its sha256 differs from model.json's" in \
+        proc.stdout and "--allow-modified" in proc.stdout
+    row = _row(json.loads((folder / "bench" / "bench.json").read_text()), "tflite")
+    assert row["status"] == "failed" and "recall" not in row and "threads" not in row  # not measured
+    proc = run_cli("bench", folder, "--anchor", "off", "--warmup", "1", "--runs", "2", "--allow-modified", "--quiet")
+    row = _row(json.loads((folder / "bench" / "bench.json").read_text()), "tflite")
+    assert row["modified"] and "measured anyway (--allow-modified)" in row["note"] and row["threads"]["1"]["median_ms"] > 0
+    assert "float32 MODIFIED" in proc.stdout  # the table says so too
+
+
+def test_a_killed_bench_leaves_its_images_for_the_next_run_to_reuse(exported, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    folder, _ = _single_file_copy(exported, tmp_path, "onnx")
+    out = folder / "bench"
+    (out).mkdir()
+    (out / ".images.npy").write_bytes(b"left by an older version")
+    args = [sys.executable, "-m", "mobile_distill.cli", "bench", str(folder), "--anchor", "off", "--warmup", "1",
+            "--runs", "2"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob(".images-*.npy")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = list(out.glob(".images-*.npy"))
+    assert len(left) == 1 and not (out / ".images.npy").exists()  # the old name's leftover is gone already
+    proc = run_cli("bench", folder, "--anchor", "off", "--warmup", "1", "--runs", "2")
+    assert f"reusing 32 folder test images at 32 px from {left[0].name}" in proc.stderr
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".images")]

@@ -118,3 +118,16 @@ def test_progress_off_a_terminal_is_one_line_per_epoch(shapes_dir, tmp_path):
     assert "\r" not in proc.stderr and "batch/s" not in proc.stderr and "it/s" not in proc.stderr, proc.stderr[-500:]
     assert "\r" not in proc.stdout
     assert [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("epoch ")] == ["1/2", "2/2"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("1.0e+9", "epochs must be at most 100,000, got 1,000,000,000"),  # YAML reads this as a float: it was accepted
+    ("1e9", "epochs must be int, got '1e9'"),  # ... and this as a string
+    ("2.5", "epochs must be int, got 2.5"),
+])
+def test_absurd_or_fractional_epoch_counts_are_refused(tmp_path, value, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"epochs: {value}\n")
+    proc = run_cli("train", "--config", cfg, "--data", f"folder:{tmp_path}", "--out-dir", tmp_path / "runs", check=False)
+    _one_clean_error(proc, message)
+    assert not (tmp_path / "runs").exists()

@@ -197,11 +197,14 @@ def test_asymmetric_recall_needs_the_absolute_loss(tmp_path):
     from mobile_distill.losses.combine import WeightedSum
     from mobile_distill.teacher import Teacher, asymmetric_metrics
 
-    good_teacher = train_tiny_student(tmp_path / "t")  # resnet18: Recall@1 near 100 on unseen classes
+    good_teacher = train_tiny_student(tmp_path / "t")  # resnet18, its classes well apart
     data = create_dataset(f"folder:{tmp_path / 't' / 'shapes'}")
     seen = dataclasses.replace(data, test=data.train)
+    # Measured (seeds 0-1; AVX-512, AVX2 and scalar kernels): absolute 1.0 every time, relative
+    # 0.0-0.375 (chance is 1/8: its space is the teacher's only up to a rotation). At lr 1e-2 the
+    # absolute student reached only 0.5-0.75 in these 64 steps.
     common = {"epochs": 8, "embedding-dim": 32, "batches-per-epoch": 8, "loss": "none", "images-per-class": 4,
-              "model": "resnet18"}
+              "model": "resnet18", "lr": 1e-3, "backbone-lr": 1e-3}
     out = {}
     for name, spec in (("abs", "absolute:1"), ("rel", "relative:1")):
         run_cli("train", *_student(tmp_path / "t" / "shapes", tmp_path / name, good_teacher, spec, **common))

@@ -22,8 +22,9 @@ from mobile_distill.export.parity import gate  # noqa: E402
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A resnet18 student trained for seconds: real BatchNorm statistics, Recall@1 ~100 on unseen classes
-    (a mobilenet_v1_025 this small learns so little that int8 rightly fails the gate)."""
+    """A resnet18 student trained for seconds: real BatchNorm statistics, classes well apart
+    (``conftest.train_tiny_student``; a mobilenet_v1_025 this small learns so little that int8
+    rightly fails the gate)."""
     root = tmp_path_factory.mktemp("export")
     return {"root": root, "ckpt": train_tiny_student(root)}
 
@@ -39,21 +40,45 @@ def _row(report, fmt, precision):
     return next(r for r in report["rows"] if r["format"] == fmt and r["precision"] == precision)
 
 
-def test_every_format_passes_the_default_gate(exported):
+def _class_margin(ckpt) -> float:
+    """The fixture's smallest gap, over test queries, between the nearest image of the query's own
+    class and the nearest image of another class (cosine, PyTorch embeddings)."""
+    from mobile_distill.checkpoint import model_from_checkpoint
+    from mobile_distill.data import create_dataset
+    from mobile_distill.export.api import embed
+    from mobile_distill.runtime.images import load_images
+
+    data = create_dataset(load_checkpoint(ckpt)["config"]["data"], progress=False)
+    emb = embed(model_from_checkpoint(load_checkpoint(ckpt)).eval(), load_images(data.test, 32, data.name))
+    labels = np.array([y for _, y in data.test])
+    sims = emb @ emb.T
+    np.fill_diagonal(sims, -np.inf)
+    same = labels[:, None] == labels[None]
+    return float((np.where(same, sims, -np.inf).max(1) - np.where(same, -np.inf, sims).max(1)).min())
+
+
+def test_every_format_passes_the_default_gate(exported, trained):
     out, report = exported
+    # What makes the int8 rows pass on any CPU's rounding: the fixture keeps every query's own class
+    # well ahead of the others (0.14-0.29 cosine measured over seeds 0-2 on AVX-512, AVX2 and scalar
+    # kernels; int8 moves an embedding by ~0.03). A fixture that learned less fails here, by name.
+    assert _class_margin(trained["ckpt"]) > 0.08
     assert report["passed"], [r["failures"] for r in report["rows"]]
-    assert report["parity_images"] == 32  # the whole test half: 8 classes x 4
+    assert report["parity_images"] == 32  # the whole test split: 8 classes x 4
     for fmt, precision in [("onnx", "float32"), ("tflite", "float32"), ("tflite", "float16"), ("tflite", "int8"),
                            ("tflite", "dynamic_int8"), ("tflite", "weight_int8")]:
         row = _row(report, fmt, precision)
         assert row["status"] == "passed"
         assert (out / row["file"]).is_file() and row["size_bytes"] == (out / row["file"]).stat().st_size
-        # Distinct embeddings per image, so parity means something: well below the gate's 0.999
-        # "degenerate" line. The exact value of a seconds-trained net varies with the CPU and thread
-        # count (0.49-0.97 seen for the same seed), so the bound is loose.
-        assert row["parity"]["images"] == 32 and row["parity"]["mean_pairwise_cosine"] < 0.99
+        # Distinct embeddings per image, so parity means something: far below the gate's 0.999
+        # "degenerate" line (0.11-0.25 measured across CPUs and seeds).
+        assert row["parity"]["images"] == 32 and row["parity"]["mean_pairwise_cosine"] < 0.6
     assert _row(report, "onnx", "float32")["parity"]["cosine_min"] > 0.99999
     assert _row(report, "tflite", "float32")["parity"]["max_abs_diff"] < 1e-4
+    # Every op of the static int8 file is int8: post-training quantisation alone passes on this fixture,
+    # without the mixed-precision retry keeping any op float.
+    int8 = _row(report, "tflite", "int8")
+    assert "post_training" not in int8 and not int8["details"]["quantization"]["float_ops"], int8["details"]
     # Quantised files are smaller than the float32 one.
     f32 = _row(report, "tflite", "float32")["size_bytes"]
     assert _row(report, "tflite", "int8")["size_bytes"] < 0.5 * f32
@@ -242,7 +267,7 @@ def test_converter_exception_fails_only_its_row(trained, tmp_path, monkeypatch):
     row = _row(report, "tflite", "float32")
     assert row["failures"] == ["tflite float32 conversion failed: RuntimeError: unsupported op aten::frobnicate"]
     assert _row(report, "onnx", "float32")["status"] == "passed"
-    assert sorted(p.name for p in (tmp_path / "mixed").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "mixed").iterdir() if p.name != ".model.json.lock") == [
         "export_report.json", "model.json", "student_float32.onnx"]
 
 
@@ -377,3 +402,78 @@ def test_a_killed_export_leaves_no_file_that_model_json_does_not_describe(traine
     (out / "notes.onnx").write_bytes(b"not ours")
     export(trained["ckpt"], formats=["onnx"], out_dir=out, parity_samples=0)
     assert _undescribed(out) == {"notes.onnx"} and not (out / "student_float32.tflite").exists()
+
+
+def test_damaged_or_mislabelled_files_are_one_line(exported, trained, tmp_path, capsys):
+    """``verify`` and ``metadata`` on a file that is not what its suffix says, or not whole: one line
+    naming it and its format, exit 1 (they raised struct.error / protobuf DecodeError tracebacks)."""
+    from mobile_distill import cli
+
+    out, _ = exported
+    tflite, onnx_bytes = (out / "student_float32.tflite").read_bytes(), (out / "student_float32.onnx").read_bytes()
+    flipped = bytes(b ^ 0xFF for b in tflite[:16]) + tflite[16:]
+    cases = {"cut100.tflite": tflite[:100], "half.tflite": tflite[:len(tflite) // 2], "header.tflite": flipped,
+             "text.tflite": b"hello", "renamed.tflite": onnx_bytes, "half.onnx": onnx_bytes[:len(onnx_bytes) // 2],
+             "renamed.onnx": tflite}
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        kind = "TFLite" if name.endswith(".tflite") else "ONNX"
+        for args in (["verify", str(path), "--checkpoint", str(trained["ckpt"])], ["metadata", str(path)]):
+            with pytest.raises(SystemExit) as exit_info:
+                cli.main(args)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert exit_info.value.code == 1 and len(err) == 1, (name, args[0], err)
+            assert err[0].startswith(f"Error: {path} is not a readable {kind} file"), (name, err)
+
+
+def test_concurrent_exports_into_one_folder_keep_model_json_true(trained, tmp_path):
+    """Two exports at once into one folder. They shared their staging names (one failed its CoreML
+    row on the other's vanished package), and each rewrote model.json from its own stale view (it
+    listed a package the other had deleted). Afterwards the folder must hold exactly the files
+    model.json describes, each with its sha256."""
+    import subprocess
+    import sys
+
+    from mobile_distill.utils.io import path_digest
+
+    out = tmp_path / "shared"
+    args = [sys.executable, "-m", "mobile_distill.cli", "export", str(trained["ckpt"]), "--format", "onnx,tflite,coreml",
+            "--precision", "tflite:float32", "--precision", "coreml:float16", "--out", str(out), "--parity-samples",
+            "0", "--quiet"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+    card = json.loads((out / "model.json").read_text())
+    listed = {a["file"]: a["sha256"] for a in card["artifacts"]}
+    assert set(listed) == {"student_float32.onnx", "student_float32.tflite", "student_float16.mlpackage"}
+    assert {p.name for p in out.iterdir() if p.suffix in (".onnx", ".tflite", ".mlpackage")} == set(listed)
+    assert all(path_digest(out / name) == digest for name, digest in listed.items())
+    assert not [p.name for p in out.iterdir() if "partial" in p.name]  # no staging leftovers
+
+
+def test_export_onto_a_full_disk_says_so(trained, tmp_path):
+    """A row that cannot write its file fails naming the full disk, and so does the final line (it
+    blamed the parity gate)."""
+    from conftest import run_cli_with_mount
+
+    disk = tmp_path / "small"
+    proc = run_cli_with_mount(disk, "export", trained["ckpt"], "--format", "onnx", "--out", disk / "x",
+                              "--parity-samples", "0", "--quiet", size_kb=64)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "No space left on device" in proc.stdout  # the row's own ✗ line
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: no space left on the device for onnx float32") and "parity gate" not in last, last
+
+
+def test_export_into_a_read_only_folder_is_one_line(trained, tmp_path):
+    from conftest import run_cli_with_mount
+
+    ro = tmp_path / "ro"
+    proc = run_cli_with_mount(ro, "export", trained["ckpt"], "--format", "onnx", "--out", ro / "x", "--parity-samples",
+                              "0", read_only=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: cannot write {ro / 'x'}: read-only file system"), last

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_cli, run_killed_then_resumed, tiny_train_args
+from conftest import make_shapes_dataset, run_cli, run_killed_then_resumed, tiny_train_args
 
 from mobile_distill.checkpoint import load_checkpoint
 
@@ -19,12 +19,14 @@ def _weights(path):
     return load_checkpoint(path)["state_dict"]
 
 
-def test_train_writes_run_directory_and_learns(shapes_dir, tmp_path):
-    # The class-pass sampling these thresholds were set on (4 classes x 6 images at 32 px are noisy:
-    # over seeds 0-3 the image-pass default gave train Recall@1 0.58-0.92); the image pass itself is
-    # tested in test_sampler_config.py and used by the other runs.
-    proc = run_cli("train", *tiny_train_args(shapes_dir, tmp_path / "runs", epochs=10,
-                                             **{"eval-every": 5, "epoch-pass": "classes"}))
+def test_train_writes_run_directory_and_learns(tmp_path):
+    # 16 classes (8 seen, 8 unseen x 6 images), the default multi-similarity loss, 80 steps. Chance
+    # Recall@1 is 5/47 = 0.11 on either split. Measured over seeds 0-2 on Intel AVX-512, AVX2 and
+    # scalar kernels (ATEN_CPU_CAPABILITY): unseen classes 0.46-0.75, seen 0.54-0.94. (The former
+    # 4-class run gave 0.17-0.63 unseen on the same seeds, below its own threshold on AVX2.)
+    shapes = make_shapes_dataset(tmp_path / "shapes", n_classes=16)
+    proc = run_cli("train", *tiny_train_args(shapes, tmp_path / "runs", epochs=10, loss="multi_similarity",
+                                             **{"eval-every": 5, "epoch-pass": "classes", "batches-per-epoch": 8}))
     run = tmp_path / "runs" / "tiny"
     for name in ("args.yaml", "metrics.csv", "last.pt", "results.json"):
         assert (run / name).is_file(), name
@@ -33,8 +35,7 @@ def test_train_writes_run_directory_and_learns(shapes_dir, tmp_path):
     rows = (run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 11 and "mean_pairwise_distance" in rows[0] and "test_recall@1" in rows[0]
     results = json.loads((run / "results.json").read_text())
-    # 4 unseen test classes x 6 images: chance Recall@1 is 5/23 = 0.22.
-    assert results["test"]["recall@1"] > 0.3
+    assert results["test"]["recall@1"] > 0.3  # unseen classes: chance 0.11
     assert results["complexity"]["params"] > 0
     assert "recall@1" in proc.stdout and f"saved to {run}" in proc.stdout
     ckpt = torch.load(run / "last.pt", weights_only=True)  # the contract: plain tensors and values
@@ -44,10 +45,9 @@ def test_train_writes_run_directory_and_learns(shapes_dir, tmp_path):
     out = tmp_path / "eval.json"
     run_cli("eval", run / "last.pt", "--json", out)
     assert json.loads(out.read_text())["recall@1"] == results["test"]["recall@1"]
-    # The seen classes are learned (a collapsed or untrained net would sit near chance, 0.22); the
-    # exact figure of this seconds-long run moves with the CPU (0.625 and above 0.75 seen, same seed).
+    # the seen classes are learned (a collapsed or untrained net sits near chance, 0.11)
     run_cli("eval", run / "last.pt", "--split", "train", "--json", out)
-    assert json.loads(out.read_text())["recall@1"] > 0.5
+    assert json.loads(out.read_text())["recall@1"] > 0.4
 
 
 def test_validation_split_selects_best_without_test_classes(shapes_dir, tmp_path):

@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import BenchError, DataError
+from ..utils.provenance import provenance
 from .timing import measure
 
 
@@ -37,7 +38,8 @@ def machine() -> Dict:
 def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[int] = (1,), warmup: int = 10,
           runs: int = 100, checkpoint: Optional[str | Path] = None, min_recall: Optional[float] = None,
           out_dir: Optional[str | Path] = None, anchor: str = "auto", adb: Optional[str] = None,
-          adb_serial: Optional[str] = None, log: Callable[[str], None] = lambda _: None) -> Dict:
+          adb_serial: Optional[str] = None, allow_modified: bool = False,
+          log: Callable[[str], None] = lambda _: None) -> Dict:
     """Benchmark every file of an ``mdistill export`` folder (see the module docstring).
 
     Args:
@@ -49,13 +51,14 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
         min_recall: fail rows whose Recall@1 (percent) is below this.
         anchor: ``auto`` (Keras-native TFLite anchor when TensorFlow is available), ``off``.
         adb: run on a phone: the ``adb`` executable to use (``"adb"`` = from PATH).
+        allow_modified: measure files whose sha256 differs from model.json's (changed after the
+            export's gate passed them) instead of failing their rows; the rows say so.
 
     Returns:
         the report written to ``bench.json``; ``passed`` is False if any row failed.
     """
     from ..data import create_dataset
     from ..evaluate import retrieval_metrics
-    from ..runtime.images import load_images
     from .report import write_outputs
 
     export_dir = Path(export_dir)
@@ -74,15 +77,11 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
     (out_dir / "embeddings").mkdir(parents=True, exist_ok=True)
     dataset = create_dataset(data or model["dataset"].get("spec") or model["dataset"]["name"], progress=False)
     size = int(model["image_size"])
-    log(f"loading {len(dataset.test)} {dataset.name} test images at {size} px")
-    images = load_images(dataset.test, size, dataset.name)
     labels = np.array([y for _, y in dataset.test])
-    image_file = out_dir / ".images.npy"
-    np.save(image_file, images)
-
+    image_file = _cached_images(out_dir, dataset, size, log)
     source = model["source_checkpoint"]
     ckpt = Path(checkpoint) if checkpoint else export_dir / source.get("path", f"../{source['file']}")
-    targets = _targets(export_dir, card, ckpt)
+    targets = _targets(export_dir, card, ckpt, allow_modified)
     rows: List[Dict] = []
     try:
         for target in targets:
@@ -98,10 +97,10 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
         if adb:
             from .adb import device_row
 
-            rows.append(device_row(adb, adb_serial, export_dir, card, images, out_dir, warmup, runs,
+            rows.append(device_row(adb, adb_serial, export_dir, card, np.load(image_file), out_dir, warmup, runs,
                                    threads=threads[0], log=log))
     finally:
-        image_file.unlink(missing_ok=True)
+        image_file.unlink(missing_ok=True)  # a bench killed before this leaves it for the next run to reuse
 
     import torch
 
@@ -122,16 +121,44 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
     _add_speedups(rows)
     report = {
         "teacher": _teacher_reference(model, dataset.name),
-        "export_dir": str(export_dir), "dataset": dataset.name, "test_images": len(images), "image_size": size,
+        "export_dir": str(export_dir), "dataset": dataset.name, "test_images": len(labels), "image_size": size,
         "architecture": model["architecture"], "threads": list(threads), "warmup": warmup, "runs": runs,
         "complexity": _complexity(ckpt, size), "machine": machine(), "rows": rows,
         "passed": all(r["status"] != "failed" for r in rows), "min_recall": min_recall,
+        "provenance": provenance(),
     }
     write_outputs(report, out_dir)
     return report
 
 
-def _targets(export_dir: Path, card: Dict, ckpt: Path) -> List[Dict]:
+def _cached_images(out_dir: Path, dataset, size: int, log: Callable[[str], None]) -> Path:
+    """The test images as (N, H, W, 3) uint8 in ``out_dir/.images-KEY.npy``, the file every worker
+    reads. KEY names the images and their size, so a bench that was killed before removing its file
+    leaves it for the next run of the same images to reuse; files of other keys are removed."""
+    import hashlib
+
+    from ..runtime.images import load_images
+    from ..utils.io import atomic_path, remove_stale_temps
+
+    key = hashlib.sha256(json.dumps([dataset.name, size, [p for p, _ in dataset.test]]).encode()).hexdigest()[:16]
+    image_file = out_dir / f".images-{key}.npy"
+    for stale in out_dir.glob(".images*.npy"):
+        if stale != image_file:
+            stale.unlink(missing_ok=True)
+    remove_stale_temps(image_file)
+    if image_file.is_file():
+        log(f"reusing {len(dataset.test)} {dataset.name} test images at {size} px from {image_file.name}")
+        return image_file
+    log(f"loading {len(dataset.test)} {dataset.name} test images at {size} px")
+    with atomic_path(image_file) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to the temporary name
+            np.save(f, load_images(dataset.test, size, dataset.name))
+    return image_file
+
+
+def _targets(export_dir: Path, card: Dict, ckpt: Path, allow_modified: bool = False) -> List[Dict]:
+    from ..utils.io import path_digest
+
     model = card["model"]
     targets = []
     spec = {"image_size": int(model["image_size"]), "layout": "nchw", "dtype": "float32"}
@@ -141,13 +168,21 @@ def _targets(export_dir: Path, card: Dict, ckpt: Path) -> List[Dict]:
     for a in card["artifacts"] + _refused(export_dir):
         inp = a["input"]
         quant = a.get("details", {}).get("quantization") or {}
-        targets.append({
+        path = Path(a.get("kept_at") or export_dir / a["file"])
+        target = {
             "format": a["format"], "precision": a["precision"], "runtime": a["format"],
-            "file": str(a.get("kept_at") or export_dir / a["file"]), "size_bytes": a.get("size_bytes"),
+            "file": str(path), "size_bytes": a.get("size_bytes"),
             "spec": {"image_size": int(model["image_size"]), "layout": inp["layout"].lower(), "dtype": inp["dtype"]},
             "parity": a.get("parity") or {}, "float_ops": len(quant.get("float_ops") or []),
             **({"refused": a["failures"]} if a["status"] == "failed" else {}),
-        })
+        }
+        if a.get("sha256") and path.exists() and path_digest(path) != a["sha256"]:
+            # what the gate passed is not what is there: a copy went wrong, or the file was edited
+            target["modified"] = (f"{path.name} changed after export: its sha256 differs from model.json's "
+                                  f"({a['sha256'][:12]}…)")
+            if not allow_modified:
+                target["modified"] += "; re-export it, or pass --allow-modified to measure it anyway"
+        targets.append(target)
     return targets
 
 

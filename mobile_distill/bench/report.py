@@ -11,8 +11,10 @@ MARK = {"ok": "✓", "failed": "✗", "skipped": "-", "refused": "refused"}
 
 
 def label(row: Dict) -> str:
-    """``int8``, or ``int8 mixed (10 float ops)`` for a mixed-precision file."""
-    return row["precision"] + (f" mixed ({row['float_ops']} float ops)" if row.get("float_ops") else "")
+    """``int8``, or ``int8 mixed (10 float ops)`` for a mixed-precision file; ``MODIFIED`` when the
+    file is not the one the export gate passed."""
+    return (row["precision"] + (f" mixed ({row['float_ops']} float ops)" if row.get("float_ops") else "")
+            + (" MODIFIED" if row.get("modified") else ""))
 
 
 def _cells(row: Dict, threads: List[int]) -> List[str]:

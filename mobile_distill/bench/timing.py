@@ -20,6 +20,12 @@ def measure(target: Dict, image_file: Path, out_dir: Path, threads, warmup: int,
     row = {k: target[k] for k in ("format", "precision", "runtime", "size_bytes")}
     row.update(file=Path(target["file"]).name, parity=target.get("parity", {}), status="ok",
                float_ops=target.get("float_ops", 0))
+    if "modified" in target:
+        row["modified"] = True
+        if "--allow-modified" in target["modified"]:
+            row.update(status="failed", error=target["modified"])
+            return row
+        row["note"] = target["modified"] + "; measured anyway (--allow-modified)"
     if "refused" in target:  # not shipped: measured only when its file was kept, never counted as a failure here
         row.update(status="refused", refused=target["refused"])
         if not Path(target["file"]).is_file():

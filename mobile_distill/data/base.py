@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from PIL import Image, UnidentifiedImageError
+import warnings
+
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 from ..utils.progress import bars_off
@@ -55,28 +57,56 @@ class DatasetSplits:
         }
 
 
+# Big images are decoded at a reduced size: no model here takes more than 518 px, and a crop of a
+# quarter of the image still sees 512 px at this short side.
+WORKING_SIDE = 1024
+
+
 def load_image(path: str | Path, dataset: str = "") -> Image.Image:
-    """Open an image as RGB; transparent pixels are composited onto white.
+    """Open an image as RGB, upright (its EXIF orientation applied, as a phone's gallery shows it);
+    transparent pixels are composited onto white. An image whose short side is at least twice
+    ``WORKING_SIDE`` is decoded at a reduced size (JPEG: by the decoder itself; others: reduced
+    right after decoding), so a 12000x12000 photo costs tens of MB, not gigabytes.
 
     Raises:
-        DataError: naming the file and the data set when it is missing, empty, truncated or not an image.
+        DataError: naming the file and the data set when it is missing, empty, truncated, not an
+            image, or above PIL's decompression-bomb limit.
     """
     where = f" (data set {dataset!r})" if dataset else ""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise DataError(f"empty image file {path}{where}; delete it or pass --skip-bad-images")
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
+        with warnings.catch_warnings():
+            # between PIL's warning and error limits an image is decoded reduced, so its warning says nothing
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return to_rgb(ImageOps.exif_transpose(_decode_reduced(img)))
     except DataError:
         raise
     except FileNotFoundError:
         raise DataError(f"image not found: {path}{where}") from None
+    except Image.DecompressionBombError as e:
+        size = str(e).split(", could be")[0]  # "Image size (N pixels) exceeds limit of M pixels"
+        raise DataError(f"image too large: {path}{where}: {size} (PIL's decompression-bomb limit); shrink or "
+                        "delete it, or pass --skip-bad-images") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(
             f"cannot read image {path}{where}: {e}; fix or delete it, or pass --skip-bad-images"
         ) from None
+
+
+def _decode_reduced(img: Image.Image) -> Image.Image:
+    factor = min(img.size) // WORKING_SIDE
+    if factor >= 2:
+        img.draft(img.mode, (img.width // factor, img.height // factor))  # JPEG: decode at 1/2, 1/4 or 1/8
+    img.load()
+    factor = min(img.size) // WORKING_SIDE
+    if factor < 2:
+        return img
+    if img.mode in ("1", "P", "PA"):  # reduce() averages pixel values, which palette indices are not
+        img = img.convert("RGBA")
+    return img.reduce(factor)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -11,7 +11,6 @@ under a kill (``manifest.py``); ``export_report.json`` lists every row of this r
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
@@ -19,9 +18,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..utils.io import file_digest, write_json_atomic
+from ..utils.provenance import provenance
+from ..utils.io import path_digest, remove_path as _remove, write_json_atomic
 from . import formats as fmt_registry
-from .manifest import Manifest
+from .manifest import Manifest, staging_path
 from .metadata import build_card, embedded_document
 from .parity import ExportError, Thresholds, check_not_degenerate, gate, recall_at_1
 from .prepare import (ExportModule, InputSpec, load_images, pick_calibration_samples,
@@ -86,6 +86,7 @@ def export(
 
     checkpoint = Path(checkpoint)
     ckpt, net, size, resize, dataset = load_for_export(checkpoint, data)
+    out_dir = Path(out_dir) if out_dir else checkpoint.parent / "export"
     qat_net, net = (net, float_reference(ckpt, checkpoint)) if "qat" in ckpt else (None, net)
     cfg = ckpt.get("config", {})
     parity = pick_parity_samples(dataset.test, parity_samples, seed)
@@ -102,7 +103,6 @@ def export(
     if collapsed:
         raise ExportError(f"refusing to export: {collapsed}")
 
-    out_dir = Path(out_dir) if out_dir else checkpoint.parent / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     card = build_card(ckpt, checkpoint, out_dir)
     manifest = Manifest(out_dir, card, log)
@@ -135,6 +135,7 @@ def export(
         "thresholds": thresholds.as_dict(),
         "rows": rows,
         "passed": all(r["status"] != "failed" for r in rows),
+        "provenance": provenance(),
     }
     write_json_atomic(out_dir / "export_report.json", report)
     return report
@@ -208,47 +209,43 @@ class _Probe:
 
 
 def _export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name, images, labels,
-                reference, calib, thresholds, keep_failed, calibration="minmax", probe=None, log=lambda _: None,
-                manifest: Optional[Manifest] = None) -> Dict:
+                reference, calib, thresholds, keep_failed, calibration, probe, log, manifest: Manifest) -> Dict:
     final = out_dir / f"{name}_{precision}{module.SUFFIX}"
-    staging = out_dir / f".{name}_{precision}.partial{module.SUFFIX}"
+    staging = staging_path(final)  # private to this process: exports may run side by side
     row = {"format": fmt, "precision": precision, "file": final.name, "input": spec.describe(),
            "output": {"name": "embedding", "shape": [1, net.embedding_dim], "dtype": "float32"},
            "runtime": module.RUNTIME, "status": "failed", "failures": [], "parity": {}}
-    _remove(staging)
     start = time.perf_counter()
     stage = {"name": "conversion"}  # what a converter or runtime exception is reported as
     try:
-        row["details"] = module.convert(wrapped, spec, precision, staging, embedded_document(card, row), calib,
-                                        calibration=calibration)
-        row["convert_s"] = round(time.perf_counter() - start, 2)
-        check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage)
-        if row["failures"] and probe is not None and precision in getattr(module, "MIXED_PRECISIONS", ()):
-            stage["name"] = "mixed-precision search"
-            _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, calibration, probe,
-                         net, images, labels, reference, thresholds, log, stage)
-    except Exception as e:  # a converter's own error becomes this row's ✗, the other rows go on
-        record_exception(row, stage, e)
-    if not row["failures"]:
-        row["status"] = "passed"
-        row["sha256"] = file_digest(staging) if staging.is_file() else _tree_digest(staging)
-        row["size_bytes"] = _size(staging)
-        _remove(final)
-        if manifest is not None:
-            manifest.publish(row)  # described before it appears: a kill in between leaves no stray file
-        os.replace(staging, final)
-    else:
-        row["status"] = "failed"
-        if keep_failed and staging.exists():
-            kept = out_dir / "failed" / final.name
-            kept.parent.mkdir(exist_ok=True)
-            _remove(kept)
-            os.replace(staging, kept)
-            row["kept_at"] = str(kept)
+        try:
+            row["details"] = module.convert(wrapped, spec, precision, staging, embedded_document(card, row), calib,
+                                            calibration=calibration)
+            row["convert_s"] = round(time.perf_counter() - start, 2)
+            check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage)
+            if row["failures"] and probe is not None and precision in getattr(module, "MIXED_PRECISIONS", ()):
+                stage["name"] = "mixed-precision search"
+                _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, calibration, probe,
+                             net, images, labels, reference, thresholds, log, stage)
+        except Exception as e:  # a converter's own error becomes this row's ✗, the other rows go on
+            record_exception(row, stage, e)
+        if not row["failures"]:
+            row["status"] = "passed"
+            row["sha256"] = path_digest(staging)
+            row["size_bytes"] = _size(staging)
+            manifest.publish(row, staging)  # described before it appears: a kill in between leaves no stray file
+        else:
+            row["status"] = "failed"
+            if keep_failed and staging.exists():
+                kept = out_dir / "failed" / final.name
+                kept.parent.mkdir(exist_ok=True)
+                _remove(kept)
+                os.replace(staging, kept)
+                row["kept_at"] = str(kept)
+            _remove(staging)  # first: on a full disk, its bytes are what rewriting model.json needs
+            manifest.drop(final.name)  # an older file of the same name would pass for this one
+    finally:
         _remove(staging)
-        _remove(final)  # an older file of the same name would pass for this one
-        if manifest is not None:
-            manifest.drop(final.name)
     return row
 
 
@@ -315,25 +312,7 @@ def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, ca
     check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-
-
 def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _tree_digest(path: Path) -> str:
-    """sha256 over a package directory (CoreML .mlpackage): relative names and contents, sorted."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(path)).encode())
-        h.update(file_digest(p).encode())
-    return h.hexdigest()

@@ -26,6 +26,7 @@ DEFAULT_PRECISIONS = PRECISIONS
 DEFAULT_LAYOUT = "nchw"
 INPUT_DTYPES = ("float32",)  # ML program tensor inputs have no uint8 type (an ImageType would)
 SUFFIX = ".mlpackage"
+FORMAT_NAME = "CoreML package"
 RUNTIME = "Core ML (macOS)" if can_run() else "CoreML reference interpreter"
 REFERENCE_NOTE = ("numeric parity from the CoreML reference interpreter (the saved program run with torch "
                   "kernels, float16 where it is typed float16), not Core ML itself, which needs macOS")

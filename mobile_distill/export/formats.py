@@ -1,7 +1,7 @@
 """The export formats, one module each (``onnx.py``, ``tflite.py``, ``coreml.py``).
 
 Every format module offers the same functions (Optimum-style, no base class needed):
-``PRECISIONS``, ``DEFAULT_PRECISIONS``, ``DEFAULT_LAYOUT``, ``SUFFIX``, ``RUNTIME``,
+``PRECISIONS``, ``DEFAULT_PRECISIONS``, ``DEFAULT_LAYOUT``, ``SUFFIX``, ``FORMAT_NAME``, ``RUNTIME``,
 ``check_installed()``, ``convert(module, spec, precision, path, metadata, calib, **options) -> details``,
 ``run(path, spec, images) -> embeddings``, ``read_metadata(path)``, and optionally
 ``parity_note()`` (where the parity figures come from, when not the format's own runtime),

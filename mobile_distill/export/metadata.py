@@ -73,13 +73,23 @@ def embedded_document(card: Dict[str, Any], artifact: Dict[str, Any]) -> str:
 
 
 def read_metadata(path: str | Path) -> Optional[Dict[str, Any]]:
-    """The mobile_distill document embedded in an exported file (.onnx, .tflite, .mlpackage)."""
+    """The mobile_distill document embedded in an exported file (.onnx, .tflite, .mlpackage).
+
+    Raises:
+        ExportError: the file is missing, truncated, corrupt or not of the format its suffix names.
+    """
     from . import formats
 
     path = Path(path)
     fmt = formats.format_of(path)
+    module = formats.get(fmt)
+    if not path.exists():
+        raise formats.ExportError(f"file not found: {path}")
     try:
-        raw = formats.get(fmt).read_metadata(path)
+        raw = module.read_metadata(path)
         return json.loads(raw) if raw is not None else None
-    except (OSError, ValueError, RuntimeError) as e:
-        raise formats.ExportError(f"cannot read the metadata of {path}: {str(e).splitlines()[0][:200]}") from None
+    except Exception as e:  # parsers fail in their own ways on damaged files: struct.error, DecodeError, ...
+        kind = type(e).__name__ if type(e).__name__ != "error" else f"{type(e).__module__}.error"  # struct.error
+        reason = (str(e).strip().splitlines() or [kind])[0][:200]
+        raise formats.ExportError(f"{path} is not a readable {module.FORMAT_NAME} file (truncated, corrupted, or "
+                                  f"another format renamed; {kind}: {reason})") from None

@@ -16,6 +16,7 @@ PRECISIONS = ("float32",)
 DEFAULT_PRECISIONS = ("float32",)
 DEFAULT_LAYOUT = "nchw"
 SUFFIX = ".onnx"
+FORMAT_NAME = "ONNX"
 RUNTIME = "ONNX Runtime"
 OPSET = 18
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from ..utils.io import write_json_atomic, write_text_atomic
+from ..utils.provenance import provenance
 from .mixed_precision import describe
 from .parity import Thresholds, gate
 
@@ -76,6 +77,7 @@ def quant_report(checkpoint: str | Path, precision: str = "int8", out_dir: Optio
         "mixed": ({**figures(found["model"]), "float_ops": [op.as_dict() for op in found["float_ops"]],
                    "tried": found["tried"]} if found["model"] else {"float_ops": None, "tried": found["tried"]}),
         "ops": ranking,
+        "provenance": provenance(),
     }
     out_dir = Path(out_dir) if out_dir else checkpoint.parent / "quant_report"
     out_dir.mkdir(parents=True, exist_ok=True)

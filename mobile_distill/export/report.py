@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 MARK = {"passed": "✓", "failed": "✗"}
 
@@ -58,3 +58,27 @@ def format_report(report: Dict) -> str:
         if r.get("kept_at"):
             notes.append(f"  {tag}: failed file kept at {r['kept_at']}")
     return "\n".join(out + notes)
+
+
+def failure_message(report: Dict) -> Optional[str]:
+    """One line for the rows that failed, ``None`` when none did: which files the parity gate refused,
+    and which broke before it could judge them (at which stage), with a full disk named as such."""
+    failed = [r for r in report["rows"] if r["status"] == "failed"]
+    if not failed:
+        return None
+    tag = lambda r: f"{r['format']} {r['precision']}"  # noqa: E731
+    parts = []
+    full = [r for r in failed if any("No space left on device" in f or "[Errno 28]" in f for f in r["failures"])]
+    if full:
+        from ..utils.io import free_mb
+
+        where = report.get("out_dir", "the output folder")
+        parts.append(f"no space left on the device for {', '.join(map(tag, full))} in {where} ({free_mb(where):,.0f} MB "
+                     "free); free some space or export elsewhere")
+    judged = [tag(r) for r in failed if "failed_stage" not in r and r not in full]
+    if judged:
+        parts.append(f"parity gate failed for {', '.join(judged)} (see the ✗ lines above)")
+    broken = [f"{tag(r)} ({r['failed_stage']})" for r in failed if "failed_stage" in r and r not in full]
+    if broken:
+        parts.append(f"the export broke before the gate for {', '.join(broken)} (see the ✗ lines above)")
+    return "; ".join(parts) + "; " + ("that file was" if len(failed) == 1 else "those files were") + " not written"

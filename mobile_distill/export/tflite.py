@@ -32,6 +32,7 @@ DEFAULT_PRECISIONS = ("float32", "float16", "int8", "dynamic_int8", "weight_int8
 MIXED_PRECISIONS = ("int8", "int16act", "dynamic_int8", "weight_int8")
 DEFAULT_LAYOUT = "nhwc"
 SUFFIX = ".tflite"
+FORMAT_NAME = "TFLite"
 RUNTIME = "LiteRT interpreter"
 METADATA_NAME = "mobile_distill"
 ACCEPTS_QAT = True  # static int8 of a QAT checkpoint is its trained graph (export/api.py)
@@ -174,7 +175,10 @@ def embed_metadata(model: bytes, document: str) -> bytes:
 def read_metadata(path: Path) -> Optional[str]:
     from ai_edge_litert.tools import flatbuffer_utils
 
-    obj = flatbuffer_utils.read_model(str(path))
+    data = Path(path).read_bytes()
+    if data[4:8] != b"TFL3":  # the flatbuffer's file identifier: anything else is not a TFLite model
+        raise ValueError(f"no TFLite file identifier (bytes 4-8 are {data[4:8]!r}, not b'TFL3')")
+    obj = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
     for m in obj.metadata or []:
         name = m.name.decode() if isinstance(m.name, bytes) else m.name
         if name == METADATA_NAME:

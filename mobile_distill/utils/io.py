@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,13 +45,13 @@ def remove_stale_temps(final: str | os.PathLike) -> list:
     removed = []
     for tmp in final.parent.glob(f".{glob.escape(final.name)}.*-*.tmp"):
         pid = tmp.name[len(final.name) + 2:].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -76,3 +78,55 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def path_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file, or over a package directory (CoreML ``.mlpackage``): relative names and
+    contents, sorted."""
+    path = Path(path)
+    if path.is_file():
+        return file_digest(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(path)).encode())
+        h.update(file_digest(p).encode())
+    return h.hexdigest()
+
+
+def remove_path(path: str | os.PathLike) -> None:
+    """Delete a file, a link or a directory tree; nothing there is fine."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+# Errors of the machine a user runs on, not of this program: reported as one line, never a traceback.
+STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                  errno.EPERM: "operation not permitted", errno.ENOTDIR: "a part of the path is a file, not a folder"}
+
+
+def storage_error(e: OSError, path: str | os.PathLike | None = None):
+    """A one-line ``StorageError`` for an ``OSError`` of the machine (full disk, read-only or
+    forbidden folder), naming the path; ``None`` for any other error."""
+    from ..errors import StorageError
+
+    if not isinstance(e, OSError) or e.errno not in STORAGE_ERRNOS:
+        return None
+    where = e.filename or path or "a file"
+    hint = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
+            errno.ENOTDIR: "check the path"}.get(e.errno, "choose a folder you can write to")
+    return StorageError(f"cannot write {where}: {STORAGE_ERRNOS[e.errno]}"
+                        + (f" ({free_mb(where):,.1f} MB free there)" if e.errno in (errno.ENOSPC, errno.EDQUOT) and
+                                 (e.filename or path) else "")
+                        + f"; {hint}")
+
+
+def free_mb(path: str | os.PathLike) -> float:
+    """Free space (MB) on the file system that holds ``path`` (or its nearest existing parent)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free / 1e6

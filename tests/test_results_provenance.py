@@ -1,0 +1,82 @@
+"""Every results file names the commit and the command that wrote it: the JSON files under
+benchmarks/results/ carry a ``provenance`` block, the Markdown tables and plots are listed as
+outputs of one of them, and every results path the README quotes exists and is covered."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def _provenance(path: Path) -> dict:
+    doc = json.loads(path.read_text())
+    return doc.get("provenance") or {}
+
+
+def _covered(path: Path, results: Path = RESULTS) -> bool:
+    """A non-JSON result (a table, a plot) is covered by the JSON of its stem, or by a JSON beside
+    it that lists it among its outputs."""
+    if path.suffix == ".json":
+        return bool(_provenance(path))
+    if path.with_suffix(".json").is_file() and _provenance(path.with_suffix(".json")):
+        return True
+    for other in list(path.parent.glob("*.json")) + list(results.glob("*.json")):
+        base = other.parent
+        if any((base / out).resolve() == path.resolve() for out in _provenance(other).get("outputs", [])):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS.rglob("*.json")), ids=lambda p: str(p.relative_to(RESULTS)))
+def test_every_results_file_names_its_commit_and_command(path):
+    prov = _provenance(path)
+    assert prov, f"{path.relative_to(REPO)} has no provenance block"
+    assert re.fullmatch(r"[0-9a-f]{40}", prov.get("commit", "")), (path.name, prov.get("commit"))
+    assert prov.get("command", "").strip(), path.name
+    assert not prov.get("uncommitted_changes"), f"{path.name} was written by code with uncommitted changes"
+    if (REPO / ".git").exists():  # CI clones the whole history: the commit must be in it
+        known = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", prov["commit"] + "^{commit}"],
+                               capture_output=True)
+        assert known.returncode == 0, f"{path.name} names commit {prov['commit']}, which this repository lacks"
+
+
+def _quoted_paths(text: str):
+    """Results paths in the README: plain, with a glob (``train_throughput*.json``) or a brace
+    list (``{results.json, bench/}``)."""
+    for raw in re.findall(r"benchmarks/(?:results/[^\s`)\]]*(?:\{[^}]*\})?|RESULTS\.md)", text):
+        if "{" in raw:
+            head, options = raw.split("{", 1)
+            yield from (head + option.strip() for option in options.rstrip("}").split(","))
+        else:
+            yield raw.rstrip(".,;:")
+
+
+def test_the_readme_quotes_only_results_that_name_their_commit():
+    quoted = sorted(set(_quoted_paths((REPO / "README.md").read_text())))
+    assert len(quoted) > 5  # the pattern still finds the README's references
+    uncovered = []
+    for rel in quoted:
+        matches = sorted(REPO.glob(rel.rstrip("/"))) if "*" in rel else [REPO / rel.rstrip("/")]
+        assert matches and all(m.exists() for m in matches), f"the README quotes {rel}, which does not exist"
+        for match in matches:
+            files = [p for p in match.rglob("*") if p.is_file()] if match.is_dir() else [match]
+            uncovered += [str(f.relative_to(REPO)) for f in files if not _covered(f)]
+    assert not uncovered, f"quoted results without a commit and command: {uncovered}"
+
+
+def test_the_check_can_fail(tmp_path):
+    """A table listed as an output is covered; a plot nobody lists, or a JSON without provenance, is not."""
+    (tmp_path / "table.json").write_text(json.dumps({"provenance": {"commit": "0" * 40, "command": "x",
+                                                                    "outputs": ["table.md"]}}))
+    (tmp_path / "bare.json").write_text(json.dumps({"figure": 1}))
+    for name in ("table.md", "stray.png"):
+        (tmp_path / name).write_text("")
+    assert _covered(tmp_path / "table.md", tmp_path) and _covered(tmp_path / "table.json", tmp_path)
+    assert not _covered(tmp_path / "stray.png", tmp_path) and not _covered(tmp_path / "bare.json", tmp_path)
