@@ -165,5 +165,7 @@ def _save(fig, path: Path) -> str:
 
 def write_outputs(report: Dict, out_dir: Path) -> None:
     report["plots"] = write_plots(report, out_dir)
+    if "provenance" in report:
+        report["provenance"]["outputs"] = ["bench.md", *report["plots"]]
     write_json_atomic(out_dir / "bench.json", report)
     write_text_atomic(out_dir / "bench.md", format_markdown(report))
