@@ -28,7 +28,7 @@ METRICS = ("recall@1", "recall@4", "map@r", "cross/mean/recall@1", "asymmetric/r
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs-dir", default=str(ROOT / "runs"))
+    p.add_argument("--runs-dir", default="runs", help="relative to the repository (default: runs, as make demo)")
     p.add_argument("--reuse", action="store_true", help="reuse a demo.json already in a run folder")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "demo_cpus.json"))
     args = p.parse_args()
@@ -38,10 +38,10 @@ def main():
     demos = {}
     for name, env in SETTINGS.items():
         out = Path(args.runs_dir) if name == "native" else Path(args.runs_dir) / f"demo-{name}"
-        if not (args.reuse and (out / "demo.json").is_file()):
+        if not (args.reuse and (ROOT / out / "demo.json").is_file()):
             subprocess.run([sys.executable, "-m", "mobile_distill.cli", "demo", "--out", str(out), "--quiet"],
                            check=True, cwd=ROOT, env={**os.environ, **env})
-        demo = json.loads((out / "demo.json").read_text())
+        demo = json.loads((ROOT / out / "demo.json").read_text())
         demos[name] = {"kernels": demo["provenance"]["cpu_kernels"], "cpu": demo["provenance"]["cpu"],
                        "wall_time_s": demo["wall_time_s"], "closure": demo["closure"],
                        "rows": {row: {m: v[m] for m in METRICS if m in v} for row, v in demo["rows"].items()},

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -59,16 +58,6 @@ def child(n: int, dim: int, classes: int, chunk_size: int, seed: int) -> dict:
     }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=60_000)
@@ -92,7 +81,7 @@ def main() -> None:
     full = args.n * args.n * 4 / 1e6  # what an N x N float32 similarity matrix alone would take
 
     from mobile_distill.utils.io import write_json_atomic
-    from mobile_distill.utils.provenance import provenance
+    from mobile_distill.utils.provenance import cpu_model, provenance
 
     result = {
         "n": args.n,

@@ -16,22 +16,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import BenchError, DataError
-from ..utils.provenance import provenance
+from ..utils.provenance import cpu_model, provenance
 from .timing import measure
 
 
 def machine() -> Dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     from ..utils.versions import tool_versions
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "tools": tool_versions()}
 
 
