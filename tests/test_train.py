@@ -21,7 +21,7 @@ def _weights(path):
 
 def test_train_writes_run_directory_and_learns(tmp_path):
     # 16 classes (8 seen, 8 unseen x 6 images), the default multi-similarity loss, 80 steps. Chance
-    # Recall@1 is 5/47 = 0.11 on either split. Measured over seeds 0-2 on Intel AVX-512, AVX2 and
+    # Recall@1 is 5/47 = 0.11 on either split. Measured over seeds 0-2 on AVX-512 (AMD EPYC), AVX2 and
     # scalar kernels (ATEN_CPU_CAPABILITY): unseen classes 0.46-0.75, seen 0.54-0.94. (The former
     # 4-class run gave 0.17-0.63 unseen on the same seeds, below its own threshold on AVX2.)
     shapes = make_shapes_dataset(tmp_path / "shapes", n_classes=16)
