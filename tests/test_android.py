@@ -151,10 +151,12 @@ def test_export_android_fills_assets_with_a_gallery_from_the_exported_model(tmp_
         interp.invoke()
         np.testing.assert_array_equal(emb[i], interp.get_tensor(out["index"])[0])
     # the thumbnails are the app's preprocessing of the original images
-    data = tmp_path / "shapes"
-    originals = sorted(p for p in data.rglob("*.png"))
+    # The gallery is the test split; train/ holds images of the same names and classes, so look there only.
     item = gallery["items"][0]
-    first = next(p for p in originals if p.stem == item["name"] and p.parent.name == item["label"])
+    matches = [p for p in sorted((tmp_path / "shapes" / "test").rglob("*.png"))
+               if p.stem == item["name"] and p.parent.name == item["label"]]
+    assert len(matches) == 1, matches
+    first = matches[0]
     np.testing.assert_array_equal(np.asarray(Image.open(assets / gallery["items"][0]["image"]).convert("RGB")),
                                   box_resize(load_rgb(first), 32))
 
