@@ -22,8 +22,9 @@ def measure(target: Dict, image_file: Path, out_dir: Path, threads, warmup: int,
                float_ops=target.get("float_ops", 0))
     if "modified" in target:
         row["modified"] = True
-        if "--allow-modified" in target["modified"]:
-            row.update(status="failed", error=target["modified"])
+        if not target["allow_modified"]:
+            row.update(status="failed",
+                       error=target["modified"] + "; re-export it, or pass --allow-modified to measure it anyway")
             return row
         row["note"] = target["modified"] + "; measured anyway (--allow-modified)"
     if "refused" in target:  # not shipped: measured only when its file was kept, never counted as a failure here

@@ -3,11 +3,10 @@ and one image loader that turns any file into an RGB image or a clear ``DataErro
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
-
-import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
