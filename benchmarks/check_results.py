@@ -5,7 +5,10 @@
 For every JSON under benchmarks/results/: the commit that wrote it (from its ``provenance``
 block), that commit's date, the CPU and its kernels where recorded, the command, and how many
 commits have changed the package (``mobile_distill/``) since: 0 means the figures come from the
-code as it is now. ``tests/test_results_provenance.py`` checks the same provenance in the suite.
+code as it is now. A file written by older code counts as current when
+``benchmarks/same_training.py`` compared that commit with the code now and found the same figures
+(``benchmarks/results/same_training/*.json``, written at a commit after which the package has not
+changed). ``tests/test_results_provenance.py`` checks the same provenance in the suite.
 """
 
 from __future__ import annotations
@@ -24,24 +27,40 @@ def _git(*args: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+def same_as_now() -> dict:
+    """Results file -> the same_training check that found its commit's figures unchanged, where the
+    package has not changed since that check."""
+    found = {}
+    for path in sorted((RESULTS / "same_training").glob("*.json")):
+        check = json.loads(path.read_text())
+        commit = check.get("provenance", {}).get("commit", "")
+        fresh = commit and _git("rev-list", "--count", f"{commit}..HEAD", "--", "mobile_distill") == "0"
+        if check.get("same") and fresh:
+            found.setdefault(check["results_file"], []).append(str(path.relative_to(RESULTS)))
+    return found
+
+
 def rows():
+    checked = same_as_now()
     for path in sorted(RESULTS.rglob("*.json")):
         prov = json.loads(path.read_text()).get("provenance") or {}
         commit = prov.get("commit", "")
         since = _git("rev-list", "--count", f"{commit}..HEAD", "--", "mobile_distill") if commit else ""
-        yield {"file": str(path.relative_to(RESULTS)), "commit": commit[:9] or "MISSING",
+        rel = str(path.relative_to(RESULTS))
+        yield {"file": rel, "commit": commit[:9] or "MISSING",
                "date": _git("show", "-s", "--format=%cs", commit) if commit else "",
                "cpu": " ".join(x for x in (prov.get("cpu", ""), prov.get("cpu_kernels", "")) if x) or "not recorded",
-               "package_commits_since": since, "command": prov.get("command", "MISSING")}
+               "package_commits_since": since, "command": prov.get("command", "MISSING"),
+               "current": "yes" if since == "0" else ("same figures: " + ", ".join(checked[rel]) if rel in checked else "not compared")}
 
 
 def main() -> int:
     table = list(rows())
-    print("| file | commit | date | CPU (kernels) | package commits since | command |")
-    print("|---|---|---|---|---|---|")
+    print("| file | commit | date | CPU (kernels) | package commits since | figures at the current code | command |")
+    print("|---|---|---|---|---|---|---|")
     for r in table:
         print(f"| `{r['file']}` | {r['commit']} | {r['date']} | {r['cpu']} | {r['package_commits_since']} | "
-              f"`{r['command']}` |")
+              f"{r['current']} | `{r['command']}` |")
     return 1 if any(r["commit"] == "MISSING" or r["command"] == "MISSING" for r in table) else 0
 
 

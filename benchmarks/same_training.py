@@ -1,16 +1,29 @@
-"""Does the current code still train what an older commit trained? A results file names the commit
-that wrote it; when rerunning it takes hours (the distillation table: ~8 h on 2 cores), this shows
-whether the code since then changes the figures at all.
+"""Does the current code still compute what an older commit computed? A results file names the
+commit that wrote it; when rerunning it takes hours (the distillation table: ~8 h on 2 cores), this
+shows whether the code since then changes its figures at all.
 
-    .venv/bin/python benchmarks/same_training.py --base f66031b     # ~5 min on 2 cores
+    .venv/bin/python benchmarks/same_training.py recipe --teacher runs/teacher/last.pt   # ~5 min
+    .venv/bin/python benchmarks/same_training.py table  --teacher runs/teacher/last.pt   # ~30 min
+    .venv/bin/python benchmarks/same_training.py qat    --teacher runs/teacher/last.pt   # ~10 min
+    .venv/bin/python benchmarks/same_training.py glyphs                                  # ~10 min
 
-Checks out ``--base`` into a temporary git worktree and runs the same short ``mdistill train``
-(the default student recipe from a teacher checkpoint, seed 0, a few fixed batches, the teacher
-cache included) once with that commit's package and once with this checkout's, in separate
-processes on the same CPU kernels. Writes whether the trained weights, the teacher cache and the
-test figures are equal, bit for bit, to ``benchmarks/results/same_training.json``. Equal means
-the training path the results file took is unchanged for this recipe on one process; it says
-nothing about another CPU (see ``demo_cpus.py``) or about the paths the short run does not take.
+Each check checks out the commit of a results file (``--base``; by default the commit in that
+file's provenance) into a temporary git worktree and runs the same short commands once with that
+commit's package and once with this checkout's, in separate processes on the same CPU kernels:
+
+- ``recipe``: the default student recipe from a teacher checkpoint (``distill_emoji.json``'s commit);
+- ``table``: every distinct row of ``distill_emoji.json`` (each loss, the alone rows, the
+  pretrained block), from the row's own recorded config, cut to a few batches;
+- ``qat``: the default recipe, then 8 QAT epochs of a few batches from it (all-int8 and
+  ``--qat-float backbone.stages.0``), then ``mdistill export`` of the QAT run to float32 and int8
+  TFLite (``qat_default_student.json``'s commit);
+- ``glyphs``: ``benchmarks/other_data.py``'s data set and its ``demo.run`` (teacher, alone and
+  distilled student) on a short schedule (``other_data_glyphs.json``'s commit).
+
+Writes whether the trained weights, teacher caches, test figures and exported files are equal, bit
+for bit, to ``benchmarks/results/same_training/<check>.json``; exit 1 if anything differs. Equal
+means the paths the results file took are unchanged by the commits since, on this CPU; it says
+nothing about another CPU (``demo_cpus.py``) or about schedule lengths the short runs do not reach.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,71 +39,179 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
+DEFAULT_RESULTS = {"recipe": "distill_emoji.json", "table": "distill_emoji.json",
+                   "qat": "qat_default_student.json", "glyphs": "other_data_glyphs.json"}
 
 
-def train(tree: Path, out: Path, args) -> Path:
-    cmd = [sys.executable, "-m", "mobile_distill.cli", "train", "--config", args.config,
-           "--teacher", str(Path(args.teacher).resolve()), "--epochs", str(args.epochs),
-           "--batches-per-epoch", str(args.batches), "--cache-views", "1", "--eval-every", "1",
-           "--seed", "0", "--out-dir", str(out), "--name", "run", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(tree)}  # this tree's package, not the installed one
-    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+def mdistill(tree: Path, *args: str) -> None:
+    """One command with ``tree``'s package (not the installed one), failing loudly."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, "-m", "mobile_distill.cli", *args], cwd=tree, env=env,
+                          capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"training at {tree} failed:\n{done.stderr[-2000:]}")
-    return out / "run"
+        sys.exit(f"`mdistill {' '.join(args)}` at {tree} failed:\n{done.stderr[-2000:]}")
 
 
-def compare(a: Path, b: Path) -> dict:
+def short(args) -> list:
+    return ["--epochs", str(args.epochs), "--batches-per-epoch", str(args.batches), "--eval-every",
+            str(args.epochs), "--seed", "0", "--quiet"]
+
+
+def same_arrays(a: list, b: list) -> bool | None:
+    """Equal .npy files pairwise by name; None when there are none (a run without a cache)."""
+    if not a and not b:
+        return None
+    return [p.name for p in a] == [p.name for p in b] and all(
+        np.array_equal(np.load(x), np.load(y)) for x, y in zip(a, b))
+
+
+def compare_runs(a: Path, b: Path) -> dict:
     sa = torch.load(a / "last.pt", weights_only=True)["state_dict"]
     sb = torch.load(b / "last.pt", weights_only=True)["state_dict"]
-    weights = sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    caches = sorted(p.name for p in a.glob("teacher_views-*.npy"))
-    cache = bool(caches) and all(np.array_equal(np.load(a / n), np.load(b / n)) for n in caches)
     test_a = json.loads((a / "results.json").read_text())["test"]
     test_b = json.loads((b / "results.json").read_text())["test"]
-    return {"weights_equal": weights, "teacher_cache_equal": cache, "test_figures_equal": test_a == test_b,
-            "test": {"base": test_a, "current": test_b}}
+    return {"weights_equal": sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa),
+            "teacher_cache_equal": same_arrays(sorted(a.glob("teacher_views-*.npy")), sorted(b.glob("teacher_views-*.npy"))),
+            "test_figures_equal": test_a == test_b, "recall@1": [test_a.get("recall@1"), test_b.get("recall@1")]}
+
+
+def run_recipe(tree: Path, out: Path, args) -> dict:
+    mdistill(tree, "train", "--config", "student_emoji", "--teacher", str(args.teacher), "--cache-views", "1",
+             "--out-dir", str(out), "--name", "recipe", *short(args))
+    return {"default recipe": out / "recipe"}
+
+
+def _row_key(config: dict) -> str:
+    """A row's config without what does not change the code path (seed, schedule, weights of losses)."""
+    keep = {k: v for k, v in config.items() if k not in ("name", "seed", "epochs", "eval_every", "out_dir")}
+    keep["distill"] = [re.sub(r"^(\w+):[0-9.e+-]+", r"\1:w", s) for s in keep.get("distill", [])]
+    return json.dumps(keep, sort_keys=True)
+
+
+def table_rows(results: Path) -> dict:
+    rows = {}
+    for run in json.loads(results.read_text())["runs"]:
+        rows.setdefault(_row_key(run["config"]), (f"{run['block']}: {run['row']}", run["config"]))
+    return dict(rows.values())
+
+
+def run_table(tree: Path, out: Path, args) -> dict:
+    runs = {}
+    for i, (row, config) in enumerate(table_rows(args.results).items()):
+        config = {**config, "name": f"row{i}", "out_dir": str(out), "batches_per_epoch": args.batches,
+                  "teacher_cache_dir": str(out / "cache") if config.get("teacher_cache") else ""}
+        if config.get("teacher"):
+            config.update(teacher=str(args.teacher), cache_views=min(config.get("cache_views", 1), 2))
+        path = out / f"row{i}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        mdistill(tree, "train", "--config", str(path), *short(args))
+        runs[row] = out / f"row{i}"
+    return runs
+
+
+def run_qat(tree: Path, out: Path, args) -> dict:
+    runs = run_recipe(tree, out, args)
+    for name, extra in (("qat", []), ("qat-f0", ["--qat-float", "backbone.stages.0"])):
+        mdistill(tree, "train", "--qat", "--resume", str(out / "recipe" / "last.pt"), "--epochs", "8",
+                 "--batches-per-epoch", "2", "--name", name, "--out-dir", str(out), "--quiet", *extra)
+        runs[f"QAT, {name}"] = out / name
+    mdistill(tree, "export", str(out / "qat" / "last.pt"), "--format", "tflite", "--precision", "tflite:float32",
+             "--precision", "tflite:int8", "--parity-samples", "300", "--no-mixed-precision", "--keep-failed",
+             "--out", str(out / "export"), "--quiet")
+    return runs
+
+
+def run_glyphs(tree: Path, out: Path, args) -> dict:
+    code = ("import sys; from mobile_distill.demo import run; "
+            "run(out_dir=sys.argv[1], progress=False, export_formats=(), data='folder:' + sys.argv[2], "
+            f"teacher_overrides={{'epochs': 1, 'batches_per_epoch': {args.batches}, 'seed': 0}}, "
+            f"student_overrides={{'epochs': {args.epochs}, 'batches_per_epoch': {args.batches}, "
+            f"'cache_views': 2, 'eval_every': {args.epochs}, 'seed': 0}})")
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, "-c", code, str(out), str(args.glyphs)], cwd=tree, env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"the glyph demo at {tree} failed:\n{done.stderr[-2000:]}")
+    return {p.name: p for p in sorted(out.iterdir()) if (p / "last.pt").exists()}
+
+
+def compare_exports(a: Path, b: Path) -> dict:
+    files = sorted(p.name for p in a.rglob("*.tflite"))
+    rows_a, rows_b = (json.loads((d / "export_report.json").read_text())["rows"] for d in (a, b))
+    figures = [{k: v for k, v in r.items() if isinstance(v, (int, float, str)) and "time" not in k and "path" not in k}
+               for r in rows_a]
+    return {"files": files, "files_equal": bool(files) and files == sorted(p.name for p in b.rglob("*.tflite"))
+            and all(next(a.rglob(f)).read_bytes() == next(b.rglob(f)).read_bytes() for f in files),
+            "gate_figures_equal": figures == [{k: r.get(k) for k in f} for f, r in zip(figures, rows_b)]}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", required=True, help="the commit a results file names")
+    p.add_argument("check", choices=list(DEFAULT_RESULTS))
+    p.add_argument("--results", type=Path, help="the results file checked (default: the check's own)")
+    p.add_argument("--base", help="the commit to compare with (default: the one the results file names)")
     p.add_argument("--teacher", default="runs/teacher/last.pt", help="a teacher checkpoint both commits load")
-    p.add_argument("--config", default="student_emoji")
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batches", type=int, default=12)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "same_training.json"))
+    p.add_argument("--batches", type=int, default=6)
+    p.add_argument("--glyphs", type=Path, default=ROOT / "runs" / "other_data" / "glyphs",
+                   help="the glyph set (built here if missing, as benchmarks/other_data.py builds it)")
+    p.add_argument("--out", type=Path, help="default: benchmarks/results/same_training/<check>.json")
     args = p.parse_args()
     from mobile_distill.utils.io import write_json_atomic
     from mobile_distill.utils.provenance import provenance
 
-    base = subprocess.run(["git", "-C", str(ROOT), "rev-parse", args.base], capture_output=True, text=True)
-    if base.returncode != 0:
-        sys.exit(f"{args.base} is not a commit of this repository")
+    args.results = args.results or RESULTS / DEFAULT_RESULTS[args.check]
+    args.teacher, args.glyphs = Path(args.teacher).resolve(), args.glyphs.resolve()
+    base = args.base or json.loads(args.results.read_text())["provenance"]["commit"]
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", base], capture_output=True, text=True)
+    if commit.returncode != 0:
+        sys.exit(f"{base} is not a commit of this repository")
+    if args.check == "glyphs" and not args.glyphs.exists():
+        from benchmarks.other_data import build_glyphs
+
+        build_glyphs(args.glyphs)
+    runner = {"recipe": run_recipe, "table": run_table, "qat": run_qat, "glyphs": run_glyphs}[args.check]
     with tempfile.TemporaryDirectory(prefix="same-training-") as tmp:
         tmp = Path(tmp)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tmp / "base"),
-                        base.stdout.strip()], check=True, capture_output=True)
+                        commit.stdout.strip()], check=True, capture_output=True)
         try:
-            runs = {name: train(tree, tmp / f"out-{name}", args)
-                    for name, tree in (("base", tmp / "base"), ("current", ROOT))}
-            result = compare(runs["base"], runs["current"])
+            outs = {name: tmp / f"out-{name}" for name in ("base", "current")}
+            runs = {}
+            for name, tree in (("base", tmp / "base"), ("current", ROOT)):
+                outs[name].mkdir()
+                runs[name] = runner(tree, outs[name], args)
+            result = {"runs": {row: compare_runs(runs["base"][row], runs["current"][row]) for row in runs["base"]}}
+            caches = [sorted((o / "cache").rglob("*.npy")) for o in outs.values()]
+            if any(caches):
+                result["shared_teacher_cache_equal"] = same_arrays(*caches)
+            if args.check == "qat":
+                result["export"] = compare_exports(outs["base"] / "export", outs["current"] / "export")
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "base")],
                            capture_output=True)
-    same = result["weights_equal"] and result["teacher_cache_equal"] and result["test_figures_equal"]
-    doc = {"base": base.stdout.strip(), "same": same, **result,
-           "run": {"config": args.config, "teacher": args.teacher, "epochs": args.epochs,
-                   "batches_per_epoch": args.batches, "cache_views": 1, "seed": 0},
+    flags = [v for r in result["runs"].values() for k, v in r.items() if k.endswith("_equal")]
+    flags += [v for k, v in result.items() if k.endswith("_equal")]
+    flags += [v for k, v in result.get("export", {}).items() if k.endswith("_equal")]
+    same = all(f is not False for f in flags)
+    out = args.out or RESULTS / "same_training" / f"{args.check}.json"
+    doc = {"check": args.check, "results_file": str(args.results.resolve().relative_to(RESULTS)),
+           "base": commit.stdout.strip(), "same": same, **result,
+           "run": {"teacher": str(args.teacher.relative_to(ROOT)) if args.teacher.is_relative_to(ROOT) else args.teacher.name,
+                   "epochs": args.epochs, "batches_per_epoch": args.batches, "seed": 0},
            "provenance": provenance()}
-    write_json_atomic(Path(args.out), doc)
-    print(f"{'the same' if same else 'DIFFERENT'}: weights {result['weights_equal']}, teacher cache "
-          f"{result['teacher_cache_equal']}, test figures {result['test_figures_equal']} "
-          f"(base {args.base}, Recall@1 {result['test']['base'].get('recall@1'):.4f} vs "
-          f"{result['test']['current'].get('recall@1'):.4f}); saved to {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, doc)
+    for row, r in result["runs"].items():
+        print(f"{row}: " + ", ".join(f"{k[:-6]} {v}" for k, v in r.items() if k.endswith("_equal")))
+    if "export" in result:
+        print(f"export: files {result['export']['files_equal']}, gate figures {result['export']['gate_figures_equal']}")
+    print(f"{'the same' if same else 'DIFFERENT'} at {base} and now; saved to {out}")
     sys.exit(0 if same else 1)
 
 
