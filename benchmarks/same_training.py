@@ -62,11 +62,18 @@ def short(args) -> list:
             str(args.epochs), "--seed", "0", "--quiet"]
 
 
+def _role(path: Path) -> str:
+    """A cache file's part without its key tag (the tag hashes the teacher file, whose bytes hold
+    the temporary folder of each tree's run): ``teacher_views-<tag>-stage3.npy`` -> ``teacher_views-stage3``."""
+    return re.sub(r"-[0-9a-f]{12}", "", path.stem)
+
+
 def same_arrays(a: list, b: list) -> bool | None:
-    """Equal .npy files pairwise by name; None when there are none (a run without a cache)."""
+    """Equal .npy files pairwise by role; None when there are none (a run without a cache)."""
     if not a and not b:
         return None
-    return [p.name for p in a] == [p.name for p in b] and all(
+    a, b = (sorted(x, key=lambda p: (_role(p), p.stat().st_size)) for x in (a, b))
+    return [_role(p) for p in a] == [_role(p) for p in b] and all(
         np.array_equal(np.load(x), np.load(y)) for x, y in zip(a, b))
 
 

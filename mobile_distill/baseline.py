@@ -37,7 +37,7 @@ def untuned_baseline(cfg: TrainConfig, data, val_samples, device, run_dir: Path)
     the untuned model is saved as the first ``best.pt``, so a run whose fine-tuning never beats
     it on validation keeps it (an ``embedding_dim``-free model: the pooled features).
     """
-    if cfg.teacher or cfg.pretrained == "none" or cfg.init_from:
+    if cfg.teacher or cfg.teacher_embeddings or cfg.pretrained == "none" or cfg.init_from:
         return None
     model = create_model(cfg.model, None, cfg.pretrained, cfg.image_size).to(device, memory_format=torch.channels_last)
     out = {"test": evaluate_split(model, data.test, cfg, device, ks=data.recall_ks, dataset=data.name,

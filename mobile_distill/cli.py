@@ -181,14 +181,21 @@ def train_cmd(config_file, resume, quiet, nproc, **overrides):
 @click.option("--skip-bad-images", is_flag=True, help="Drop unreadable images instead of failing.")
 @click.option("--embeddings", type=click.Path(path_type=Path), default=None,
               help="Score precomputed embeddings (.npy, one row per image of the split, in data-set order).")
-def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_out, skip_bad_images, embeddings):
-    """Recall@K and MAP@R of CHECKPOINT (or of --model's raw features, or of --embeddings) on a data set's split."""
-    from .evaluate import evaluate_checkpoint, evaluate_embeddings, evaluate_pretrained, format_table
+@click.option("--teacher", "teacher_spec", default=None, metavar="SPEC",
+              help="Any teacher, untuned: a checkpoint, timm:NAME, tv:NAME, py:module:function or FILE.onnx.")
+@click.option("--teacher-weights", default="", help="With --teacher timm:/tv:/py:, local weights (offline).")
+def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_out, skip_bad_images, embeddings,
+             teacher_spec, teacher_weights):
+    """Recall@K and MAP@R of CHECKPOINT (or of --model's raw features, --teacher SPEC, or --embeddings) on a data set's split."""
+    from .evaluate import evaluate_checkpoint, evaluate_embeddings, evaluate_pretrained, evaluate_teacher, format_table
     from .utils.io import write_json_atomic
 
-    if sum(x is not None for x in (checkpoint, model, embeddings)) != 1:
-        raise click.UsageError("give exactly one of CHECKPOINT, --model NAME or --embeddings FILE.npy")
-    if embeddings is not None:
+    if sum(x is not None for x in (checkpoint, model, embeddings, teacher_spec)) != 1:
+        raise click.UsageError("give exactly one of CHECKPOINT, --model NAME, --teacher SPEC or --embeddings FILE.npy")
+    if teacher_spec is not None:
+        metrics = evaluate_teacher(teacher_spec, data_spec or "emoji", image_size, teacher_weights, split, skip_bad_images)
+        title = f"{teacher_spec} (untuned teacher)"
+    elif embeddings is not None:
         metrics = evaluate_embeddings(embeddings, data_spec or "emoji", split, skip_bad_images)
         title = str(embeddings)
     elif checkpoint is not None:

@@ -54,7 +54,7 @@ class TrainConfig:
     ms_beta: float = field(default=50.0, metadata={"help": "multi-similarity beta"})
     ms_base: float = field(default=0.5, metadata={"help": "multi-similarity base (lambda)"})
     # distillation (a student run: --teacher PATH --distill NAME:WEIGHT ...)
-    teacher: str = field(default="", metadata={"help": "teacher checkpoint; makes this a distillation run"})
+    teacher: str = field(default="", metadata={"help": "teacher: a checkpoint, timm:NAME, tv:NAME, py:module:function or FILE.onnx; makes this a distillation run"})
     distill: Tuple[str, ...] = field(default=(), metadata={"help": "NAME:WEIGHT[:key=value,...], repeatable (absolute, relative, rkd, relaxed, darkrank, hint, attention)"})
     teacher_view: str = field(default="augmented", metadata={"help": "teacher input: augmented (the student's crop) or clean (un-augmented image)"})
     teacher_cache: bool = field(default=False, metadata={"help": "compute the teacher's embeddings once and reuse them every epoch: of cache_views replayed augmented views per image (teacher_view augmented) or of the clean view"})
@@ -63,6 +63,12 @@ class TrainConfig:
     mixup: float = field(default=0.0, metadata={"help": "mixup alpha for the unlabeled rows (mixed with random rows of the batch; distillation losses only; live teacher); 0: off"})
     teacher_cache_dir: str = field(default="", metadata={"help": "where the teacher cache lives (default: the run directory); share it across runs"})
     teacher_image_size: int = field(default=0, metadata={"help": "teacher input size (cross-quality: larger than --image-size); 0: the teacher's own"})
+    teacher_weights: str = field(default="", metadata={"help": "local weights of a timm:/tv:/py: teacher (a state dict or .safetensors; for offline use)"})
+    teacher_mean: str = field(default="", metadata={"help": "R,G,B mean the teacher's input is normalised with (default: the teacher's own contract)"})
+    teacher_std: str = field(default="", metadata={"help": "R,G,B std of the teacher's input normalisation (default: the teacher's own contract)"})
+    teacher_embeddings: str = field(default="", metadata={"help": "precomputed teacher embeddings (.npy, one row per image of --teacher-images) in place of --teacher: for teachers behind a service; clean-view teaching only"})
+    teacher_images: str = field(default="", metadata={"help": "with --teacher-embeddings: a text file naming the image of each row, one path per line (absolute, or relative to the file's folder)"})
+    teacher_embedding: str = field(default="pre_logits", metadata={"help": "a timm teacher's output taken as its embedding: pre_logits (pooled features) or logits"})
     unlabeled: str = field(default="", metadata={"help": "extra images for the distillation losses only: 'pool' (the data set's; an error if it has none), 'auto' (the data set's pool if it has one, else none) or folder PATH"})
     unlabeled_per_batch: int = field(default=0, metadata={"help": "unlabeled images added to each batch (0: as many as labelled)"})
     label_fraction: float = field(default=1.0, metadata={"help": "keep labels for this fraction of training classes; the rest become unlabeled"})
@@ -104,6 +110,7 @@ _CHOICES = {
     "pretrained": ("imagenet", "none"),
     "epoch_pass": ("images", "classes"),
     "teacher_dtype": ("float32", "bfloat16"),
+    "teacher_embedding": ("pre_logits", "logits"),
     "autocast": ("none", "bfloat16"),
 }
 # args.yaml carries the run's resolved figures (optimiser steps, ...) under this key: written by
@@ -193,10 +200,18 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"val_classes must be in [0, 1), got {cfg.val_classes}")
     if not 0.0 < cfg.label_fraction <= 1.0:
         raise ConfigError(f"label_fraction must be in (0, 1], got {cfg.label_fraction}")
-    if cfg.distill and not cfg.teacher:
+    if cfg.distill and not (cfg.teacher or cfg.teacher_embeddings):
         raise ConfigError("--distill needs --teacher PATH (the teacher checkpoint)")
-    if cfg.teacher and not cfg.distill:
+    if (cfg.teacher or cfg.teacher_embeddings) and not cfg.distill:
         raise ConfigError("--teacher given without any --distill NAME:WEIGHT loss")
+    if cfg.teacher_embeddings:
+        if cfg.teacher:
+            raise ConfigError("give --teacher or --teacher-embeddings, not both")
+        if not cfg.teacher_images:
+            raise ConfigError("--teacher-embeddings needs --teacher-images LIST: the image of each row")
+        if cfg.teacher_view != "clean" or cfg.mixup:
+            raise ConfigError("precomputed embeddings teach on the clean images only: pass --teacher-view clean "
+                              "(and no --mixup); the student still trains on augmented crops")
     if cfg.loss == "none" and not cfg.distill:
         raise ConfigError("loss none (pure distillation) needs at least one --distill loss")
     if cfg.unlabeled and not cfg.distill:

@@ -353,6 +353,20 @@ def evaluate_pretrained(arch: str, data_spec: str, image_size: int, pretrained: 
                             domains=domains, progress=progress)
 
 
+def evaluate_teacher(spec: str, data_spec: str, image_size: Optional[int] = None, weights: str = "",
+                     split: str = "test", skip_bad_images: bool = False, progress: bool = True) -> Metrics:
+    """What a person starts from: any teacher ``teacher_sources.load_teacher`` takes (a checkpoint,
+    ``timm:NAME``, ``tv:NAME``, ``py:mod:fn``, ``FILE.onnx``), untuned, on a data set's split."""
+    from .data import create_dataset
+    from .teacher_sources import TeacherOptions, load_teacher
+
+    source = load_teacher(spec, TeacherOptions(weights=weights, image_size=image_size or 0))
+    data = create_dataset(data_spec, skip_bad_images=skip_bad_images, progress=progress)
+    samples, domains = _split(data, split)
+    return evaluate_samples(source.model, samples, source.model.image_size, ks=data.recall_ks, dataset=data.name,
+                            domains=domains, progress=progress)
+
+
 def evaluate_embeddings(path, data_spec: str, split: str = "test", skip_bad_images: bool = False) -> Metrics:
     """Recall@K / MAP@R of precomputed embeddings (``.npy``, rows in the split's data-set order),
     e.g. the per-format embeddings ``mdistill bench`` saves."""

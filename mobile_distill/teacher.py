@@ -28,22 +28,23 @@ import numpy as np
 import torch
 
 from . import distributed as dd
-from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data.base import Sample, load_image
 from .data.transforms import eval_transform
 from .errors import ConfigError
 from .evaluate import check_finite
-from .utils.io import atomic_path, file_digest, remove_stale_temps, write_json_atomic
+from .teacher_sources import TeacherOptions, load_teacher
+from .utils.io import atomic_path, remove_stale_temps, write_json_atomic
 from .utils.progress import bars_off
 
 VIEWS = ("augmented", "clean")
 
 
 class Teacher:
-    """A frozen ``EmbeddingNet`` from a checkpoint, in eval mode, without gradients.
+    """A frozen teacher in eval mode, without gradients: our checkpoint, a timm or torchvision
+    model, a Python factory's module or an ONNX file (``teacher_sources.load_teacher``).
 
     Args:
-        path: teacher checkpoint.
+        path: the teacher spec (a checkpoint path, ``timm:NAME``, ``tv:NAME``, ``py:mod:fn``, ``FILE.onnx``).
         samples: the training samples (labelled + unlabeled, dataset order) the student sees;
             needed for ``clean`` views and the cache.
         image_size: the teacher's input size (default: its checkpoint's).
@@ -51,19 +52,22 @@ class Teacher:
     """
 
     def __init__(self, path: str | Path, samples: Sequence[Sample], device, image_size: Optional[int] = None,
-                 view: str = "augmented", eval_resize: float = 1.0, dataset: str = "", dtype: str = "float32"):
+                 view: str = "augmented", eval_resize: float = 1.0, dataset: str = "", dtype: str = "float32",
+                 options: Optional[TeacherOptions] = None):
         if view not in VIEWS:
             raise ConfigError(f"teacher_view must be one of {', '.join(VIEWS)}, got {view!r}")
         self.path = Path(path)
-        ckpt = load_checkpoint(self.path)
-        self.sha256 = file_digest(self.path)
-        self.model = model_from_checkpoint(ckpt, f"teacher {self.path}").to(device, memory_format=torch.channels_last)
-        self.model.eval().requires_grad_(False)
-        self.info = ckpt["model"]
+        self.source = load_teacher(str(path), options)
+        self.sha256 = self.source.digest  # a file's sha256, or a timm/torchvision/factory name + weights digest
+        self.model = self.source.model.to(device, memory_format=torch.channels_last)
+        self.info = self.source.info
         self.image_size = image_size or self.info["image_size"]
         self.samples, self.device, self.view, self.dataset = list(samples), device, view, dataset
-        self.clean_transform = eval_transform(self.image_size, eval_resize)
+        self.can_embed = self.source.kind != "embeddings"  # precomputed rows: no new images
+        self.clean_transform = eval_transform(self.image_size, eval_resize) if self.can_embed else None
         self.cache: Optional[np.ndarray] = None  # (N, D) clean views or (N, V, D) replayed views
+        if not self.can_embed:
+            self.cache = self.model.rows_for([p for p, _ in self.samples])
         self.map_cache: Dict[int, np.ndarray] = {}  # stage -> (N, V, C, h, w) float16 (replayed views)
         # bfloat16 autocast: 1.6x faster teacher forwards on CPUs with AMX (cos >= 0.9995 to float32)
         self.autocast = dtype == "bfloat16"
@@ -78,7 +82,7 @@ class Teacher:
 
     def record(self) -> Dict:
         """What a student's checkpoint stores about its teacher."""
-        return {"path": str(self.path), "sha256": self.sha256, "arch": self.info["arch"],
+        return {**self.source.record(), "path": str(self.path), "sha256": self.sha256, "arch": self.info["arch"],
                 "embedding_dim": self.info["embedding_dim"], "image_size": self.image_size, "view": self.view,
                 "cached": self.cache is not None, "cached_views": int(self.cache.shape[1]) if self.cache is not None
                 and self.cache.ndim == 3 else 0, "dtype": "bfloat16" if self.autocast else "float32"}
@@ -129,6 +133,8 @@ class Teacher:
         The file name is keyed by the teacher's checksum and the exact list of images, so runs
         over the same images (other seeds, other losses) can share one cache directory.
         """
+        if not self.can_embed:  # the rows were given: nothing to compute
+            return Path(self.source.spec[len("embeddings:"):])
         key = "|".join([self.sha256, str(self.image_size), repr(self.clean_transform), str(self.autocast),
                         *(p for p, _ in self.samples)])
         n = len(self.samples)

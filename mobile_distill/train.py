@@ -44,6 +44,7 @@ from .models import create_model
 from .models.complexity import complexity
 from .qat import QatStudent, float_net
 from .teacher import Teacher, asymmetric_metrics, student_view
+from .teacher_sources import options_from_config
 from .utils.io import write_json_atomic, write_text_atomic
 from .utils.progress import bars_off
 from .utils.seed import epoch_seed, seed_everything
@@ -266,9 +267,9 @@ def _main(cfg, resume, progress, created: list) -> Dict:
     # channels_last: 1.45x faster depthwise convolutions on CPU (measured, Lite0 at 112 px).
     model.to(device, memory_format=torch.channels_last)
     teacher = None
-    if cfg.teacher:
-        teacher = Teacher(cfg.teacher, samples, device, cfg.teacher_image_size or None, cfg.teacher_view,
-                          cfg.eval_resize, data.name, cfg.teacher_dtype)
+    if cfg.teacher or cfg.teacher_embeddings:
+        teacher = Teacher(cfg.teacher or f"embeddings:{cfg.teacher_embeddings}", samples, device, cfg.teacher_image_size or None, cfg.teacher_view,
+                          cfg.eval_resize, data.name, cfg.teacher_dtype, options_from_config(cfg))
         if ckpt is not None and ckpt.get("teacher", {}).get("sha256") not in (None, teacher.sha256):
             raise CheckpointError(f"teacher {cfg.teacher} changed since this run started (checksum differs)")
     # Cross-quality: crop at the teacher's input size (--teacher-image-size, else its own) when it is
@@ -372,7 +373,7 @@ def _main(cfg, resume, progress, created: list) -> Dict:
                     if best_ckpt.get("untuned_features") else "best (validation classes)")
     test = evaluate_split(model, data.test, cfg, device, ks=data.recall_ks, dataset=data.name,
                           domains=data.domains, progress=progress)
-    if teacher is not None and main_rank:  # phone queries (student) against a server gallery embedded by the teacher
+    if teacher is not None and teacher.can_embed and main_rank:  # phone queries (student) against a server gallery embedded by the teacher
         test.update(asymmetric_metrics(model, teacher, objective, data, cfg.image_size, cfg.eval_resize, device))
     if untuned:
         say_untuned(untuned, test, selected)

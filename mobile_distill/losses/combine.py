@@ -103,6 +103,11 @@ def parse_distill_spec(spec: str) -> Tuple[str, float, Dict]:
 
 
 def _resolve_stage(model, index: int, who: str, spec: str) -> int:
+    if getattr(model, "feature_info", None) is None:  # an ONNX file, a factory without maps, embeddings
+        kind = getattr(getattr(model, "source", None), "kind", "this")
+        raise ConfigError(f"--distill {spec!r} needs the {who}'s feature maps, and a {kind} teacher is opaque "
+                          "(embeddings only): use absolute, relative, rkd, relaxed or darkrank, or a checkpoint, "
+                          "timm: or tv: teacher")
     n = len(model.feature_info)
     if not -n <= int(index) < n:
         raise ConfigError(f"--distill {spec!r}: {who} stage {index} does not exist; "

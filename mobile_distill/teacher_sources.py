@@ -1,0 +1,325 @@
+"""Where a teacher comes from (``--teacher SPEC``), turned into one shape of frozen network.
+
+SPEC is one of:
+- a checkpoint of this toolkit: ``runs/teacher/last.pt``;
+- ``timm:NAME``: any timm model; its weights through timm when online, or ``--teacher-weights FILE``
+  (a state dict or ``.safetensors``); the input contract from its ``pretrained_cfg``;
+- ``tv:NAME``: a torchvision classifier without its classifier; default ImageNet weights, or a file;
+- ``py:package.module:function``: a factory returning an ``nn.Module`` that maps a normalised image
+  batch to embeddings, for models that live in a person's own code;
+- ``FILE.onnx``: run through ONNX Runtime, opaque and frozen: a model from any framework;
+- ``embeddings:FILE.npy`` (``--teacher-embeddings``) with ``--teacher-images LIST``: a teacher that
+  only exists behind a service, as one precomputed row per training image (clean views only).
+
+Every source becomes a module taking RGB images in [0, 1], shape (B, 3, S, S), returning (B, D),
+with the attributes the training loop reads from our own ``EmbeddingNet``: ``embedding_dim``,
+``image_size`` and, where the source exposes feature maps (checkpoints, timm, the torchvision
+families our registry knows), ``feature_info`` and ``forward_intermediates``. An opaque teacher has
+``feature_info = None``, and the losses that need maps (hint, attention) refuse it before training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import CheckpointError, ConfigError, DownloadError
+from .models.base import Normalize
+from .utils.io import file_digest
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+KINDS = ("checkpoint", "timm", "torchvision", "python", "onnx", "embeddings")
+
+
+@dataclass
+class Contract:
+    """What the teacher expects: the input size and the normalisation of [0, 1] RGB images."""
+
+    image_size: int
+    mean: Tuple[float, ...] = IMAGENET_MEAN
+    std: Tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+
+@dataclass
+class TeacherOptions:
+    """The ``--teacher-*`` flags: contract overrides and where the weights come from."""
+
+    weights: str = ""
+    image_size: int = 0
+    mean: Tuple[float, ...] = ()
+    std: Tuple[float, ...] = ()
+    embedding: str = "pre_logits"  # timm: pre_logits (pooled features) or logits
+    images: str = ""  # precomputed embeddings: the list naming each row's image
+    l2: bool = True
+    extra: Dict = field(default_factory=dict)
+
+
+def options_from_config(cfg) -> TeacherOptions:
+    """The ``--teacher-*`` fields of a training config."""
+    def rgb(name: str) -> Tuple[float, ...]:
+        text = getattr(cfg, f"teacher_{name}")
+        try:
+            values = tuple(float(v) for v in text.split(",")) if text else ()
+        except ValueError:
+            raise ConfigError(f"--teacher-{name} takes three numbers R,G,B, got {text!r}") from None
+        return values
+
+    return TeacherOptions(weights=cfg.teacher_weights, image_size=cfg.teacher_image_size, mean=rgb("mean"), std=rgb("std"),
+                          embedding=cfg.teacher_embedding, images=cfg.teacher_images)
+
+
+def teacher_kind(spec: str) -> str:
+    if spec.startswith("timm:"):
+        return "timm"
+    if spec.startswith("tv:"):
+        return "torchvision"
+    if spec.startswith("py:"):
+        return "python"
+    if spec.startswith("embeddings:"):
+        return "embeddings"
+    return "onnx" if spec.lower().endswith(".onnx") else "checkpoint"
+
+
+class Wrapped(nn.Module):
+    """Normalise with the contract -> the source's embedding -> L2 (optional); maps when it has them."""
+
+    def __init__(self, net: nn.Module, contract: Contract, dim: int, arch: str, l2: bool = True,
+                 feature_info: Optional[List[Dict]] = None, embed=None, intermediates=None):
+        super().__init__()
+        self.net, self.arch, self.l2 = net, arch, l2
+        self.normalize = Normalize(contract.mean, contract.std)
+        self.image_size, self.embedding_dim = int(contract.image_size), int(dim)
+        self.feature_info = feature_info
+        self._embed = embed or net
+        self._intermediates = intermediates
+
+    def _finish(self, e: torch.Tensor) -> torch.Tensor:
+        e = e.flatten(1).float()
+        return F.normalize(e, dim=1) if self.l2 else e
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._finish(self._embed(self.normalize(x)))
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int]):
+        emb, maps = self._intermediates(self.normalize(x), list(indices))
+        return self._finish(emb), maps
+
+
+@dataclass
+class Source:
+    """A loaded teacher: the module, where it came from, its contract and its identity."""
+
+    model: nn.Module
+    kind: str
+    spec: str
+    digest: str
+    contract: Contract
+    info: Dict
+
+    def record(self) -> Dict:
+        return {"source": self.kind, "spec": self.spec, "sha256": self.digest, "contract": asdict(self.contract)}
+
+    @property
+    def opaque(self) -> bool:
+        return getattr(self.model, "feature_info", None) is None
+
+
+def state_digest(module: nn.Module, name: str) -> str:
+    """The identity of in-memory weights: the name and every tensor of the state dict, in order."""
+    h = hashlib.sha256(name.encode())
+    for key, value in module.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_teacher(spec: str, options: Optional[TeacherOptions] = None) -> Source:
+    """Build the frozen teacher ``spec`` names (see the module doc).
+
+    Raises:
+        ConfigError / CheckpointError / DownloadError / MissingDependencyError: one line naming the
+        teacher and what to do, for every way a spec can be wrong.
+    """
+    opts = options or TeacherOptions()
+    kind = teacher_kind(spec)
+    from . import teacher_opaque  # an ONNX file, precomputed rows: no PyTorch network inside
+
+    source = {"checkpoint": _checkpoint, "timm": _timm, "torchvision": _torchvision, "python": _python,
+              "onnx": teacher_opaque.onnx_teacher, "embeddings": teacher_opaque.embeddings_teacher}[kind](spec, opts)
+    source.model.eval().requires_grad_(False)
+    return source
+
+
+def _contract(default: Contract, opts: TeacherOptions) -> Contract:
+    for name, value in (("mean", opts.mean), ("std", opts.std)):
+        if value and len(value) != 3:
+            raise ConfigError(f"--teacher-{name} takes 3 values (R,G,B), got {len(value)}")
+    return Contract(image_size=opts.image_size or default.image_size, mean=tuple(opts.mean or default.mean),
+                    std=tuple(opts.std or default.std), interpolation=default.interpolation)
+
+
+def _checkpoint(spec: str, opts: TeacherOptions) -> Source:
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+
+    if opts.weights or opts.mean or opts.std:
+        raise ConfigError("--teacher-weights/-mean/-std are for timm:, tv:, py: and ONNX teachers; a checkpoint "
+                          "holds its own weights and normalises inside")
+    ckpt = load_checkpoint(spec)
+    model = model_from_checkpoint(ckpt, f"teacher {spec}")
+    info = ckpt["model"]
+    # our models normalise inside: the contract is the one they were trained with, read-only
+    contract = Contract(info["image_size"], tuple(info["mean"]), tuple(info["std"]))
+    return Source(model, "checkpoint", spec, file_digest(spec), contract, dict(info))
+
+
+def _load_weights(net: nn.Module, path: str, who: str) -> None:
+    """A local state dict (``.pt``/``.pth``, read with ``weights_only=True``) or ``.safetensors``."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"teacher weights not found: {path}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+    except Exception as e:  # a corrupt or foreign file: one line, whatever the reader raised
+        raise CheckpointError(f"cannot read teacher weights {path}: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"teacher weights {path} are not a state dict")
+    missing, unexpected = _key_mismatch(net, state)
+    if missing or unexpected:
+        raise CheckpointError(f"teacher weights {path} do not fit {who}: missing keys {missing[:3]}, "
+                              f"unexpected keys {unexpected[:3]}")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"teacher weights {path} do not fit {who}: {str(e).splitlines()[-1][:300]}") from None
+
+
+def _key_mismatch(net: nn.Module, state: Dict) -> Tuple[List[str], List[str]]:
+    own = net.state_dict()
+    return [k for k in own if k not in state], [k for k in state if k not in own]
+
+
+def _timm(spec: str, opts: TeacherOptions) -> Source:
+    import timm
+
+    name = spec[len("timm:"):]
+    arch = name.split(".")[0]
+    if not timm.is_model(arch):
+        import difflib
+
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+        raise ConfigError(f"timm has no model {arch!r}" + (f"; close names: {', '.join(close)}" if close else ""))
+    pretrained = not opts.weights
+    try:
+        net = timm.create_model(name, pretrained=pretrained)
+    except Exception as e:  # hub errors come in many types; offline users need the way out
+        if not pretrained:
+            raise
+        raise DownloadError(f"could not fetch timm weights for {name}: {str(e).splitlines()[0][:200]}. "
+                            "Offline, pass --teacher-weights FILE (a state dict or .safetensors)") from None
+    if opts.weights:
+        _load_weights(net, opts.weights, f"timm:{name}")
+    cfg = net.pretrained_cfg or {}
+    default = Contract(int(cfg.get("input_size", (3, 224, 224))[-1]), tuple(cfg.get("mean", IMAGENET_MEAN)),
+                       tuple(cfg.get("std", IMAGENET_STD)), str(cfg.get("interpolation", "bilinear")))
+    if opts.embedding not in ("pre_logits", "logits"):
+        raise ConfigError(f"--teacher-embedding must be pre_logits or logits for a timm teacher, got {opts.embedding!r}")
+    pre_logits = opts.embedding == "pre_logits"
+    dim = net.num_features if pre_logits else net.num_classes
+    if hasattr(net, "head_hidden_size") and pre_logits:
+        dim = net.head_hidden_size or dim
+
+    def embed(x):
+        return net.forward_head(net.forward_features(x), pre_logits=pre_logits)
+
+    def intermediates(x, indices):
+        final, maps = net.forward_intermediates(x, indices=indices, intermediates_only=False)
+        return net.forward_head(final, pre_logits=pre_logits), maps
+
+    info = [dict(d) for d in net.feature_info] if hasattr(net, "forward_intermediates") else None
+    contract = _contract(default, opts)
+    model = Wrapped(net, contract, dim, f"timm:{name}", opts.l2, info, embed, intermediates if info else None)
+    digest = file_digest(opts.weights) if opts.weights else state_digest(net, name)
+    return Source(model, "timm", spec, digest, contract, {"arch": f"timm:{name}", "embedding_dim": dim,
+                                                          "image_size": contract.image_size})
+
+
+def _torchvision(spec: str, opts: TeacherOptions) -> Source:
+    import torchvision
+
+    name = spec[len("tv:"):]
+    if name not in torchvision.models.list_models():
+        import difflib
+
+        close = difflib.get_close_matches(name, torchvision.models.list_models(), n=5, cutoff=0.6)
+        raise ConfigError(f"torchvision has no model {name!r}" + (f"; close names: {', '.join(close)}" if close else ""))
+    from .models import torchvision_nets
+
+    if opts.weights:
+        net = torchvision.models.get_model(name, weights=None)
+        _load_weights(net, opts.weights, f"tv:{name}")
+    else:
+        net = torchvision_nets._torchvision(name, "imagenet")
+    contract = _contract(Contract(224), opts)
+    if name.startswith("resnet") or hasattr(net, "features"):  # our Backbone: the maps hint/attention read
+        from .models.base import Backbone, EmbeddingNet
+
+        modules = torchvision_nets._resnet_modules(net) if name.startswith("resnet") else list(net.features)
+        inner = EmbeddingNet(Backbone(modules), None, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), name, contract.image_size)
+        model = Wrapped(inner, contract, inner.embedding_dim, f"tv:{name}", opts.l2, inner.feature_info,
+                        intermediates=inner.forward_intermediates)
+    else:
+        for head in ("fc", "heads", "classifier", "head"):
+            if hasattr(net, head):
+                setattr(net, head, nn.Identity())
+                break
+        with torch.no_grad():
+            dim = net.eval()(torch.zeros(1, 3, contract.image_size, contract.image_size)).flatten(1).shape[1]
+        model = Wrapped(net, contract, dim, f"tv:{name}", opts.l2)
+    digest = file_digest(opts.weights) if opts.weights else state_digest(net, name)
+    return Source(model, "torchvision", spec, digest, contract, {"arch": f"tv:{name}", "embedding_dim": model.embedding_dim,
+                                                                 "image_size": contract.image_size})
+
+
+def _python(spec: str, opts: TeacherOptions) -> Source:
+    target = spec[len("py:"):]
+    module_name, _, function = target.partition(":")
+    if not module_name or not function:
+        raise ConfigError(f"--teacher {spec!r}: write py:package.module:function")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:  # as `python -m` would: the working directory first
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        factory = getattr(importlib.import_module(module_name), function)
+        net = factory()
+    except Exception as e:  # the user's code: its own message, no traceback
+        raise ConfigError(f"teacher factory {target} failed: {type(e).__name__}: {str(e)[:300]}") from None
+    if not isinstance(net, nn.Module):
+        raise ConfigError(f"teacher factory {target} returned {type(net).__name__}, not a torch.nn.Module")
+    if opts.weights:
+        _load_weights(net, opts.weights, f"py:{target}")
+    default = Contract(int(getattr(net, "image_size", 224)), tuple(getattr(net, "mean", IMAGENET_MEAN)),
+                       tuple(getattr(net, "std", IMAGENET_STD)))
+    contract = _contract(default, opts)
+    with torch.no_grad():
+        dim = net.eval()(torch.zeros(1, 3, contract.image_size, contract.image_size)).flatten(1).shape[1]
+    info = getattr(net, "feature_info", None) if hasattr(net, "forward_intermediates") else None
+    model = Wrapped(net, contract, dim, f"py:{target}", opts.l2, info and [dict(d) for d in info],
+                    intermediates=net.forward_intermediates if info else None)
+    digest = file_digest(opts.weights) if opts.weights else state_digest(net, target)
+    return Source(model, "python", spec, digest, contract, {"arch": f"py:{target}", "embedding_dim": dim,
+                                                            "image_size": contract.image_size})
