@@ -36,7 +36,8 @@ def same_as_now() -> dict:
         commit = check.get("provenance", {}).get("commit", "")
         fresh = commit and _git("rev-list", "--count", f"{commit}..HEAD", "--", "mobile_distill") == "0"
         if check.get("same") and fresh:
-            found.setdefault(check["results_file"], []).append(str(path.relative_to(RESULTS)))
+            for covered in [check["results_file"], *check.get("also_covers", [])]:
+                found.setdefault(covered, []).append(str(path.relative_to(RESULTS)))
     return found
 
 

@@ -46,6 +46,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 DEFAULT_RESULTS = {"recipe": "distill_emoji.json", "table": "distill_emoji.json",
                    "qat": "qat_default_student.json", "glyphs": "other_data_glyphs.json"}
+ALSO_COVERS = {"qat": ["export_default_student_qat.json"]}  # written by the same commit's same runs
 
 
 def mdistill(tree: Path, *args: str, codes=(0,)) -> None:
@@ -227,7 +228,8 @@ def main():
     flags += [v for k, v in result.get("export", {}).items() if k.endswith("_equal")]
     same = all(f is not False for f in flags)
     out = args.out or RESULTS / "same_training" / f"{args.check}.json"
-    doc = {"check": args.check, "results_file": str(args.results.resolve().relative_to(RESULTS)),
+    also = [f for f in ALSO_COVERS.get(args.check, []) if args.results.name == DEFAULT_RESULTS[args.check]]
+    doc = {"check": args.check, "results_file": str(args.results.resolve().relative_to(RESULTS)), "also_covers": also,
            "base": commit.stdout.strip(), "same": same, **result,
            "run": {"teacher": str(args.teacher.relative_to(ROOT)) if args.teacher.is_relative_to(ROOT) else args.teacher.name,
                    "epochs": args.epochs, "batches_per_epoch": args.batches, "seed": 0},
