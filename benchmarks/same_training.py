@@ -168,13 +168,22 @@ def file_outputs(path: Path, runs: int = 4) -> np.ndarray:
     return np.stack(results)
 
 
+def flat(row: dict, prefix: str = "") -> dict:
+    """A report row's nested figures (``parity.cosine_min``, ...) as one level of keys."""
+    out = {}
+    for k, v in row.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def compare_exports(a: Path, b: Path) -> dict:
     files = sorted(str(p.relative_to(a)) for p in a.rglob("*.tflite"))
     rows_a, rows_b = (json.loads((d / "export_report.json").read_text())["rows"] for d in (a, b))
     # not figures: how long a step took, and the file's size and digest (its metadata names the run folder)
     skip = {"sha256", "size_bytes"}
-    figures = [{k: v for k, v in r.items() if isinstance(v, (int, float, str)) and k not in skip
+    figures = [{k: v for k, v in flat(r).items() if isinstance(v, (int, float, str)) and k.split(".")[-1] not in skip
                 and not k.endswith("_s") and "time" not in k and "path" not in k} for r in rows_a]
+    rows_b = [flat(r) for r in rows_b]
     differ = sorted({k for f, r in zip(figures, rows_b) for k in f if f[k] != r.get(k)})
     return {"files": files, "file_outputs_equal": bool(files) and files == sorted(str(p.relative_to(b)) for p in b.rglob("*.tflite"))
             and all(np.array_equal(file_outputs(a / f), file_outputs(b / f)) for f in files),
