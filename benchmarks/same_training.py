@@ -179,8 +179,9 @@ def flat(row: dict, prefix: str = "") -> dict:
 def compare_exports(a: Path, b: Path) -> dict:
     files = sorted(str(p.relative_to(a)) for p in a.rglob("*.tflite"))
     rows_a, rows_b = (json.loads((d / "export_report.json").read_text())["rows"] for d in (a, b))
-    # not figures: how long a step took, and the file's size and digest (its metadata names the run folder)
-    skip = {"sha256", "size_bytes"}
+    # not figures: how long a step took, where a refused file was kept, and the file's size and digest
+    # (its metadata names the run folder)
+    skip = {"sha256", "size_bytes", "kept_at"}
     figures = [{k: v for k, v in flat(r).items() if isinstance(v, (int, float, str)) and k.split(".")[-1] not in skip
                 and not k.endswith("_s") and "time" not in k and "path" not in k} for r in rows_a]
     rows_b = [flat(r) for r in rows_b]
