@@ -100,9 +100,37 @@ def test_each_same_training_check_compared_its_results_file_commit_and_found_it_
     """benchmarks/same_training.py stands in for a rerun only if it compared the commit the results
     file names (not another one), and found everything equal."""
     check = json.loads(path.read_text())
-    results = RESULTS / check["results_file"]
-    assert results.is_file(), f"{path.name} checks {check['results_file']}, which does not exist"
-    assert check["base"] == _provenance(results)["commit"], f"{path.name} compared another commit than {results.name}'s"
+    for name in [check["results_file"], *check.get("also_covers", [])]:
+        results = RESULTS / name
+        assert results.is_file(), f"{path.name} checks {name}, which does not exist"
+        assert check["base"] == _provenance(results)["commit"], f"{path.name} compared another commit than {name}'s"
     assert check["same"] is True and check["runs"], f"{path.name}: the current code computes something else"
     flags = [v for run in check["runs"].values() for k, v in run.items() if k.endswith("_equal")]
     assert flags and all(f is not False for f in flags), path.name
+
+
+def test_same_training_groups_table_rows_by_code_path_and_matches_caches_by_role(tmp_path):
+    """Rows that differ only in seed, schedule or a loss weight take one code path and are run once;
+    a cache file is matched by its role, not by the key tag that hashes each tree's teacher file."""
+    import numpy as np
+
+    from conftest import load_benchmark
+
+    same = load_benchmark("same_training")
+    base = {"model": "m", "distill": ["hint:1"], "seed": 0, "epochs": 10, "name": "a", "out_dir": "x"}
+    runs = [{"block": "b", "row": "hint:1", "config": base},
+            {"block": "b", "row": "hint:3, seed 1", "config": {**base, "distill": ["hint:3"], "seed": 1, "epochs": 160}},
+            {"block": "b", "row": "rkd:1", "config": {**base, "distill": ["rkd:1"]}},
+            {"block": "b", "row": "hint:1 lr", "config": {**base, "lr": 0.1}}]
+    (tmp_path / "table.json").write_text(json.dumps({"runs": runs}))
+    assert list(same.table_rows(tmp_path / "table.json")) == ["b: hint:1", "b: rkd:1", "b: hint:1 lr"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, tag in ((a, "0123456789ab"), (b, "ba9876543210")):
+        d.mkdir()
+        np.save(d / f"teacher_views-{tag}.npy", np.ones((3, 2)))
+        np.save(d / f"teacher_views-{tag}-stage3.npy", np.zeros((3, 4)))
+    files = lambda d: sorted(d.glob("*.npy"))  # noqa: E731
+    assert same.same_arrays(files(a), files(b)) is True
+    np.save(b / "teacher_views-ba9876543210-stage3.npy", np.full((3, 4), 1e-7))
+    assert same.same_arrays(files(a), files(b)) is False
+    assert same.same_arrays([], []) is None

@@ -208,3 +208,21 @@ def test_precomputed_embeddings_teach_as_the_cached_teacher_did(shapes, resnet, 
     proc = run_cli("train", *given, "--name", "refused", check=False)
     assert proc.returncode == 1 and "lacks 1 of the 24 training images" in proc.stderr
     assert not (tmp_path / "refused").exists()
+
+
+def test_our_own_onnx_export_teaches_as_its_checkpoint_does(tmp_path):
+    """A student exported here (normalisation inside the graph, model.json beside it) used as an opaque
+    teacher: the ONNX source reads the contract from model.json, feeds [0, 1] images as they are, and
+    embeds as the checkpoint does."""
+    from conftest import train_tiny_student
+
+    from mobile_distill.teacher_sources import load_teacher
+
+    ckpt = train_tiny_student(tmp_path)
+    run_cli("export", ckpt, "--format", "onnx", "--parity-samples", 8, "--out", tmp_path / "export", "--quiet")
+    onnx = load_teacher(str(next((tmp_path / "export").glob("*.onnx"))))
+    ours = load_teacher(str(ckpt))
+    assert onnx.contract.image_size == 32 and onnx.contract.mean == (0.0, 0.0, 0.0) and onnx.opaque
+    images = torch.rand(5, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(onnx.model(images), ours.model(images), atol=1e-4)
