@@ -49,14 +49,19 @@ DEFAULT_RESULTS = {"recipe": "distill_emoji.json", "table": "distill_emoji.json"
 ALSO_COVERS = {"qat": ["export_default_student_qat.json"]}  # written by the same commit's same runs
 
 
-def mdistill(tree: Path, *args: str, codes=(0,)) -> None:
-    """One command with ``tree``'s package (not the installed one), failing loudly on another exit
-    code than ``codes`` (an export whose gate refuses a file exits 1: that verdict is compared too)."""
+def in_tree(tree: Path, argv: list, what: str, codes=(0,)) -> None:
+    """``python ARGV`` with ``tree``'s package (not the installed one), failing loudly on another exit
+    code than ``codes``."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run([sys.executable, "-m", "mobile_distill.cli", *args], cwd=tree, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, *argv], cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode not in codes:
-        sys.exit(f"`mdistill {' '.join(args)}` at {tree} failed:\n{done.stderr[-2000:]}")
+        sys.exit(f"{what} at {tree} failed:\n{done.stderr[-2000:]}")
+
+
+def mdistill(tree: Path, *args: str, codes=(0,)) -> None:
+    """One ``mdistill`` command in ``tree`` (an export whose gate refuses a file exits 1: pass
+    ``codes=(0, 1)`` where that verdict is compared too)."""
+    in_tree(tree, ["-m", "mobile_distill.cli", *args], f"`mdistill {' '.join(args)}`", codes)
 
 
 def short(args) -> list:
@@ -141,11 +146,7 @@ def run_glyphs(tree: Path, out: Path, args) -> dict:
             f"teacher_overrides={{'epochs': 1, 'batches_per_epoch': {args.batches}, 'seed': 0}}, "
             f"student_overrides={{'epochs': {args.epochs}, 'batches_per_epoch': {args.batches}, "
             f"'cache_views': 2, 'eval_every': {args.epochs}, 'seed': 0}})")
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run([sys.executable, "-c", code, str(out), str(args.glyphs)], cwd=tree, env=env,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"the glyph demo at {tree} failed:\n{done.stderr[-2000:]}")
+    in_tree(tree, ["-c", code, str(out), str(args.glyphs)], "the glyph demo")
     return {p.name: p for p in sorted(out.iterdir()) if (p / "last.pt").exists()}
 
 
