@@ -94,7 +94,8 @@ def data_info(spec):
 # ---------------------------------------------------------------- models
 @cli.command("models")
 def models_cmd():
-    """List the registered architectures."""
+    """List the registered architectures (any timm model also trains as --model timm:NAME, and your own
+    network as --model py:package.module:function)."""
     from .models import list_models
 
     for name in list_models():

@@ -42,7 +42,16 @@ def _thresholds(min_cos_fp32, min_cos_fp16, max_fp16_recall_drop, min_fp16_agree
 
 
 @click.command("export", context_settings={"max_content_width": 120})
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoint", type=click.Path(path_type=Path), required=False)
+@click.option("--model", "model_spec", default=None,
+              help="Instead of CHECKPOINT, a model trained elsewhere: timm:NAME or py:package.module:function "
+                   "(needs --data; weights from --weights).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="With --model: its state dict (.pt/.pth) or .safetensors file (a timm classifier's own file "
+                   "works: the class layer is dropped, the pooled pre-logits features are the embedding).")
+@click.option("--image-size", type=int, default=0, help="With --model: the input size (default: the model's own).")
+@click.option("--mean", default=None, help="With --model: normalisation mean R,G,B of [0, 1] images (default: the model's own).")
+@click.option("--std", default=None, help="With --model: normalisation std R,G,B (default: the model's own).")
 @click.option("--format", "formats", multiple=True, default=["all"], show_default=True,
               help="onnx, tflite, coreml or all (repeat or comma-separate).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
@@ -73,11 +82,18 @@ def _thresholds(min_cos_fp32, min_cos_fp16, max_fp16_recall_drop, min_fp16_agree
                                               "(default: the checkpoint's data set).")
 @click.option("--gallery-limit", type=int, default=None, help="With --android: at most this many gallery images.")
 @click.option("--quiet", is_flag=True, help="Only the table and the final line.")
-def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dtype, parity_samples, calib_samples,
+def export_cmd(checkpoint, model_spec, weights, image_size, mean, std, formats, out_dir, precisions, input_layout, input_dtype, parity_samples, calib_samples,
                keep_failed, calibration, mixed_precision, data_spec, name, android_dir, gallery, gallery_limit, quiet,
                **gate):
-    """Export CHECKPOINT to ONNX / TFLite / CoreML and gate every file on parity with PyTorch."""
+    """Export CHECKPOINT (or --model) to ONNX / TFLite / CoreML and gate every file on parity with PyTorch."""
     from .export import ExportError, export, failure_message, format_report
+    from .export.outside import Contract, parse_rgb
+
+    if checkpoint is None and model_spec is None:
+        raise click.UsageError("give a CHECKPOINT, or --model timm:NAME|py:package.module:function with --data")
+    if model_spec is None and (weights or image_size or mean or std):
+        raise click.UsageError("--weights, --image-size, --mean and --std go with --model (a checkpoint carries its own)")
+    contract = Contract(image_size, parse_rgb(mean, "--mean"), parse_rgb(std, "--std")) if model_spec else None
 
     wanted = {}
     for item in precisions:
@@ -93,7 +109,8 @@ def export_cmd(checkpoint, formats, out_dir, precisions, input_layout, input_dty
     report = export(checkpoint, formats=formats, out_dir=out_dir, precisions=wanted, input_layout=input_layout,
                     input_dtype=input_dtype, parity_samples=parity_samples, calib_samples=calib_samples,
                     thresholds=thresholds, keep_failed=keep_failed, data=data_spec, name=name,
-                    calibration=calibration, mixed_precision=mixed_precision, log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
+                    calibration=calibration, mixed_precision=mixed_precision, model=model_spec, weights=weights,
+                    contract=contract, log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(format_report(report))
     if android_dir is not None:
         from .export.android import write_android_assets

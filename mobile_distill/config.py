@@ -39,7 +39,7 @@ class TrainConfig:
     eval_resize: float = field(default=1.0, metadata={"help": "eval: resize short side to size*this, centre-crop"})
     val_classes: float = field(default=0.0, metadata={"help": "fraction of training classes held out for model selection (0: keep the last epoch)"})
     # model
-    model: str = field(default="efficientnet_lite0", metadata={"help": "architecture (mdistill models lists them)"})
+    model: str = field(default="efficientnet_lite0", metadata={"help": "architecture: a name mdistill models lists, timm:NAME (any timm model) or py:package.module:function"})
     pretrained: str = field(default="imagenet", metadata={"help": "imagenet or none"})
     embedding_dim: int = field(default=512, metadata={"help": "embedding size D"})
     init_from: str = field(default="", metadata={"help": "start from this checkpoint's weights (same model, size and embedding)"})

@@ -81,7 +81,7 @@ def _exported_contract(path: Path) -> Optional[Contract]:
         return None
     if not any(a.get("file") == path.name for a in doc.get("artifacts", [])):
         return None
-    size = int(doc.get("model", doc).get("image_size", 0) or doc.get("input", {}).get("image_size", 0))
+    size = int(doc.get("model", {}).get("image_size", 0))
     return Contract(size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) if size else None
 
 

@@ -21,8 +21,6 @@ families our registry knows), ``feature_info`` and ``forward_intermediates``. An
 from __future__ import annotations
 
 import hashlib
-import importlib
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -35,8 +33,8 @@ from .errors import CheckpointError, ConfigError, DownloadError
 from .models.base import Normalize
 from .utils.io import file_digest
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .models.torchvision_nets import IMAGENET_MEAN, IMAGENET_STD
+
 KINDS = ("checkpoint", "timm", "torchvision", "python", "onnx", "embeddings")
 
 
@@ -183,10 +181,15 @@ def _checkpoint(spec: str, opts: TeacherOptions) -> Source:
 
 
 def _load_weights(net: nn.Module, path: str, who: str) -> None:
-    """A local state dict (``.pt``/``.pth``, read with ``weights_only=True``) or ``.safetensors``."""
+    fit_state(net, read_state(path, "teacher weights"), path, who, "teacher weights")
+
+
+def read_state(path: str, what: str = "weights") -> Dict:
+    """A local state dict (``.pt``/``.pth``, read with ``weights_only=True``) or ``.safetensors``;
+    one nesting level (``state_dict``, ``model``) is unwrapped."""
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"teacher weights not found: {path}")
+        raise CheckpointError(f"{what} not found: {path}")
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -194,19 +197,25 @@ def _load_weights(net: nn.Module, path: str, who: str) -> None:
             state = load_file(str(p))
         else:
             state = torch.load(p, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            if isinstance(state, dict):
+                state = next((state[k] for k in ("state_dict", "model") if isinstance(state.get(k), dict)), state)
     except Exception as e:  # a corrupt or foreign file: one line, whatever the reader raised
-        raise CheckpointError(f"cannot read teacher weights {path}: {str(e).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"cannot read {what} {path}: {str(e).splitlines()[0][:200]}") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"teacher weights {path} are not a state dict")
+        raise CheckpointError(f"{what} {path} are not a state dict")
+    return state
+
+
+def fit_state(net: nn.Module, state: Dict, path: str, who: str, what: str = "weights") -> None:
+    """Load ``state`` into ``net`` strictly; a mismatch names the first missing and unexpected keys."""
     missing, unexpected = _key_mismatch(net, state)
     if missing or unexpected:
-        raise CheckpointError(f"teacher weights {path} do not fit {who}: missing keys {missing[:3]}, "
+        raise CheckpointError(f"{what} {path} do not fit {who}: missing keys {missing[:3]}, "
                               f"unexpected keys {unexpected[:3]}")
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"teacher weights {path} do not fit {who}: {str(e).splitlines()[-1][:300]}") from None
+        raise CheckpointError(f"{what} {path} do not fit {who}: {str(e).splitlines()[-1][:300]}") from None
 
 
 def _key_mismatch(net: nn.Module, state: Dict) -> Tuple[List[str], List[str]]:
@@ -215,23 +224,10 @@ def _key_mismatch(net: nn.Module, state: Dict) -> Tuple[List[str], List[str]]:
 
 
 def _timm(spec: str, opts: TeacherOptions) -> Source:
-    import timm
+    from .models.timm_nets import timm_network
 
     name = spec[len("timm:"):]
-    arch = name.split(".")[0]
-    if not timm.is_model(arch):
-        import difflib
-
-        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
-        raise ConfigError(f"timm has no model {arch!r}" + (f"; close names: {', '.join(close)}" if close else ""))
-    pretrained = not opts.weights
-    try:
-        net = timm.create_model(name, pretrained=pretrained)
-    except Exception as e:  # hub errors come in many types; offline users need the way out
-        if not pretrained:
-            raise
-        raise DownloadError(f"could not fetch timm weights for {name}: {str(e).splitlines()[0][:200]}. "
-                            "Offline, pass --teacher-weights FILE (a state dict or .safetensors)") from None
+    net = timm_network(name, not opts.weights, "pass --teacher-weights FILE (a state dict or .safetensors)")
     if opts.weights:
         _load_weights(net, opts.weights, f"timm:{name}")
     cfg = net.pretrained_cfg or {}
@@ -297,19 +293,10 @@ def _torchvision(spec: str, opts: TeacherOptions) -> Source:
 
 
 def _python(spec: str, opts: TeacherOptions) -> Source:
+    from .models.factory_net import call_factory
+
     target = spec[len("py:"):]
-    module_name, _, function = target.partition(":")
-    if not module_name or not function:
-        raise ConfigError(f"--teacher {spec!r}: write py:package.module:function")
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:  # as `python -m` would: the working directory first
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        factory = getattr(importlib.import_module(module_name), function)
-        net = factory()
-    except Exception as e:  # the user's code: its own message, no traceback
-        raise ConfigError(f"teacher factory {target} failed: {type(e).__name__}: {str(e)[:300]}") from None
-    if not isinstance(net, nn.Module):
-        raise ConfigError(f"teacher factory {target} returned {type(net).__name__}, not a torch.nn.Module")
+    net = call_factory(spec)
     if opts.weights:
         _load_weights(net, opts.weights, f"py:{target}")
     default = Contract(int(getattr(net, "image_size", 224)), tuple(getattr(net, "mean", IMAGENET_MEAN)),

@@ -91,6 +91,31 @@ def train_tiny_student(root: Path, model: str = "resnet18", **overrides) -> Path
     return root / "runs" / "tiny" / "last.pt"
 
 
+def tiny_trained(root, arch):
+    """Two training steps, then BatchNorm statistics measured on the training images: seconds of
+    training leave some architectures' running statistics near their initial values (torchvision's
+    MobileNetV3 uses momentum 0.01), whose embeddings the export rightly refuses as degenerate."""
+    from mobile_distill.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from mobile_distill.data import create_dataset
+    from mobile_distill.runtime.images import load_images
+
+    path = train_tiny_student(root, model=arch, epochs=1, batches_per_epoch=2, embedding_dim=16)
+    ckpt = load_checkpoint(path)
+    net = model_from_checkpoint(ckpt)
+    data = create_dataset(ckpt["config"]["data"], progress=False)
+    x = torch.from_numpy(load_images(data.train, 32, data.name)).permute(0, 3, 1, 2).float().div(255)
+    for bn in net.modules():
+        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+            bn.reset_running_stats()
+            bn.momentum = None  # a cumulative average over the passes
+    net.train()
+    with torch.no_grad():
+        for _ in range(2):
+            net(x)
+    save_checkpoint(path, {**ckpt, "state_dict": net.state_dict()})
+    return path
+
+
 @pytest.fixture
 def shapes_dir(tmp_path) -> Path:
     return make_shapes_dataset(tmp_path / "shapes")

@@ -7,43 +7,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import train_tiny_student
+from conftest import tiny_trained, train_tiny_student
 
 import coremltools  # noqa: F401  (part of `make setup`: a broken install must fail, not skip)
 import litert_torch  # noqa: F401
 
-from mobile_distill.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from mobile_distill.data import create_dataset
 from mobile_distill.export import export
 from mobile_distill.models import list_models
-from mobile_distill.runtime.images import load_images
 
 # float32 in every format; CoreML float16 (the same program at half compute precision) on the two
 # default architectures. Quantised TFLite files are not expected to pass a gate after seconds of
 # training; test_export and test_quantization cover them.
 PRECISIONS = {"onnx": ["float32"], "tflite": ["float32"], "coreml": ["float32"]}
 DEFAULTS = ("efficientnet_lite0", "mobilenet_v1_025")  # the default teacher and student
-
-
-def tiny_trained(root, arch):
-    """Two training steps, then BatchNorm statistics measured on the training images: seconds of
-    training leave some architectures' running statistics near their initial values (torchvision's
-    MobileNetV3 uses momentum 0.01), whose embeddings the export rightly refuses as degenerate."""
-    path = train_tiny_student(root, model=arch, epochs=1, batches_per_epoch=2, embedding_dim=16)
-    ckpt = load_checkpoint(path)
-    net = model_from_checkpoint(ckpt)
-    data = create_dataset(ckpt["config"]["data"], progress=False)
-    x = torch.from_numpy(load_images(data.train, 32, data.name)).permute(0, 3, 1, 2).float().div(255)
-    for bn in net.modules():
-        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
-            bn.reset_running_stats()
-            bn.momentum = None  # a cumulative average over the passes
-    net.train()
-    with torch.no_grad():
-        for _ in range(2):
-            net(x)
-    save_checkpoint(path, {**ckpt, "state_dict": net.state_dict()})
-    return path
 
 
 @pytest.mark.parametrize("arch", list_models())

@@ -59,6 +59,11 @@ def _interleaved(x, y):
     out[:, 0::2], out[:, 1::2] = x, y
     return out
 
+def _rejoin(parts):
+    """The parts of a split in another order along the channels (a one-output program)."""
+    return mb.concat(values=[parts[-1], *parts[:-1]], axis=1)
+
+
 # (id, MIL builder, PyTorch reference, input shapes)
 CASES = [
     ("conv_valid_stride2", lambda x: mb.conv(x=x, weight=W, bias=B, strides=[2, 2], pad_type="valid"),
@@ -129,6 +134,16 @@ CASES = [
     ("expand_dims", lambda x: mb.expand_dims(x=x, axes=[0, -1]), lambda x: x[None, ..., None], [(4, 8)]),
     ("tile", lambda x: mb.tile(x=x, reps=[1, 3]), lambda x: x.repeat(1, 3), [(2, 5)]),
     ("concat", lambda x, y: mb.concat(values=[x, y, x], axis=1), lambda x, y: torch.cat([x, y, x], 1), [X4, (1, 2, 8, 8)]),
+    # MIL's masks: begin_mask starts at 0, end_mask runs to the end, squeeze_mask drops the axis
+    ("slice_by_index", lambda x: mb.slice_by_index(x=x, begin=[0, 1, -6, 5], end=[1, 3, -1, 0], stride=[1, 1, 2, 3],
+                                                   begin_mask=[True, False, False, True],
+                                                   end_mask=[False, False, False, True],
+                                                   squeeze_mask=[True, False, False, False]),
+     lambda x: x[0, 1:3, -6:-1:2, 0::3], [X4]),
+    ("split_sizes", lambda x: _rejoin(mb.split(x=x, split_sizes=[1, 2, 1], axis=1)),
+     lambda x: torch.cat([x[:, 3:], x[:, :1], x[:, 1:3]], 1), [X4]),
+    ("split_num", lambda x: _rejoin(mb.split(x=x, num_splits=2, axis=-1)),
+     lambda x: torch.cat([x[..., 4:], x[..., :4]], 1), [X4]),
     ("concat_interleave", lambda x, y: mb.concat(values=[x, y], axis=1, interleave=True),
      lambda x, y: _interleaved(x, y), [X4, X4]),
     ("pad_constant", lambda x: mb.pad(x=x, pad=[1, 0, 2, 3], mode="constant", constant_val=np.float32(0.5)),

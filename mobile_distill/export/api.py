@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from ..models.timm_nets import deploy_form
 from ..utils.provenance import provenance
 from ..utils.io import path_digest, remove_path as _remove, write_json_atomic
 from . import formats as fmt_registry
@@ -29,7 +30,7 @@ from .prepare import (ExportModule, InputSpec, load_images, pick_calibration_sam
 
 
 def export(
-    checkpoint: str | Path,
+    checkpoint: Optional[str | Path] = None,
     formats: Sequence[str] = ("all",),
     out_dir: Optional[str | Path] = None,
     precisions: Optional[Mapping[str, Sequence[str]]] = None,
@@ -45,11 +46,14 @@ def export(
     calibration: str = "minmax",
     mixed_precision: bool = True,
     log: Callable[[str], None] = lambda _: None,
+    model=None,
+    weights: Optional[str | Path] = None,
+    contract=None,
 ) -> Dict:
-    """Export a trained checkpoint and prove each file against PyTorch.
+    """Export a trained checkpoint, or a model trained elsewhere, and prove each file against PyTorch.
 
     Args:
-        checkpoint: a mobile_distill ``.pt`` checkpoint.
+        checkpoint: a mobile_distill ``.pt`` checkpoint (or ``model``).
         formats: any of ``onnx``, ``tflite``, ``coreml``, or ``all``.
         out_dir: where the files go (default: ``export/`` beside the checkpoint).
         precisions: per format, the precisions to export (default: each format's defaults).
@@ -64,6 +68,11 @@ def export(
         calibration: ``minmax``, ``mse`` or ``octav`` (TFLite quantised precisions).
         mixed_precision: retry a quantised file that fails the gate with its most sensitive ops in
             float (ranked and chosen on other images than the gate's, so those only judge the result).
+        model: instead of a checkpoint, a model trained elsewhere: ``timm:NAME``,
+            ``py:package.module:function`` or an ``nn.Module`` mapping a normalised batch to
+            embeddings; ``data`` is then required (``export/outside.py``).
+        weights: with ``model``: a state dict or ``.safetensors`` file to load into it.
+        contract: with ``model``: an ``outside.Contract`` (image size, mean, std) overriding the model's own.
 
     Returns:
         The report dict that is also written to ``export_report.json`` (``passed`` is False when
@@ -84,10 +93,19 @@ def export(
     if parity_samples < 0 or calib_samples < 1:
         raise ExportError("--parity-samples must be >= 0 (0 = all) and --calib-samples >= 1")
 
+    outside = None
+    if model is not None:
+        checkpoint, out_dir, outside = _outside(checkpoint, model, weights, contract, data, out_dir, name)
+    elif checkpoint is None:
+        raise ExportError("nothing to export: give a checkpoint, or model= (--model timm:NAME|py:module:function)")
     checkpoint = Path(checkpoint)
-    ckpt, net, size, resize, dataset = load_for_export(checkpoint, data)
+    ckpt, net, size, resize, dataset = load_for_export(checkpoint, data, net=outside)
     out_dir = Path(out_dir) if out_dir else checkpoint.parent / "export"
     qat_net, net = (net, float_reference(ckpt, checkpoint)) if "qat" in ckpt else (None, net)
+    net, folded = deploy_form(net)  # MobileOne, RepViT, FastViT: the files hold the folded blocks
+    if folded:
+        log(f"re-parameterised {folded} blocks for inference (timm's reparameterize_model); the gate compares "
+            "the files with the folded network")
     cfg = ckpt.get("config", {})
     parity = pick_parity_samples(dataset.test, parity_samples, seed)
     log(f"loading {len(parity)} test images for parity and {min(calib_samples, len(dataset.train))} "
@@ -105,6 +123,7 @@ def export(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     card = build_card(ckpt, checkpoint, out_dir)
+    card["reparameterized_blocks"] = folded
     manifest = Manifest(out_dir, card, log)
     rows: List[Dict] = []
     for fmt, module in modules.items():
@@ -131,6 +150,7 @@ def export(
         "calibration_images": len(calib),
         "calibration": calibration,
         "mixed_precision": mixed_precision,
+        "reparameterized_blocks": folded,
         "pytorch_recall@1": 100 * recall_at_1(reference, labels),
         "thresholds": thresholds.as_dict(),
         "rows": rows,
@@ -141,17 +161,34 @@ def export(
     return report
 
 
-def load_for_export(checkpoint: Path, data: Optional[str]):
-    """The checkpoint, its network in eval mode, its image size and eval resize, and its data set
-    (or ``data``'s)."""
+def load_for_export(checkpoint: Path, data: Optional[str], net=None):
+    """The checkpoint, its network in eval mode (``net`` if given: a module handed over in memory),
+    its image size and eval resize, and its data set (or ``data``'s)."""
     from ..checkpoint import load_checkpoint, model_from_checkpoint
     from ..data import create_dataset
 
     ckpt = load_checkpoint(checkpoint)
-    net = model_from_checkpoint(ckpt, str(checkpoint)).eval()
+    net = (net if net is not None else model_from_checkpoint(ckpt, str(checkpoint))).eval()
     cfg = ckpt.get("config", {})
     dataset = create_dataset(data or cfg.get("data", "emoji"), progress=False)
     return ckpt, net, int(ckpt["model"]["image_size"]), float(cfg.get("eval_resize", 1.0)), dataset
+
+
+def _outside(checkpoint, model, weights, contract, data, out_dir, name):
+    """A model trained elsewhere: checked, built, and written as ``OUT/source/NAME.pt`` (only once
+    the data set is known to load: a bad input leaves no folder behind)."""
+    from ..data import create_dataset
+    from .outside import Contract, outside_net, write_source_checkpoint
+
+    if checkpoint is not None:
+        raise ExportError("give a checkpoint or a model (--model), not both")
+    if not data:
+        raise ExportError("a model trained elsewhere has no data set of its own: name the images of the parity gate "
+                          "and of int8 calibration with --data (e.g. folder:PATH with train/ and test/)")
+    create_dataset(data, progress=False)
+    net = outside_net(model, str(weights) if weights else None, contract or Contract())
+    out_dir = Path(out_dir) if out_dir else (Path(weights).parent if weights else Path.cwd()) / "export"
+    return write_source_checkpoint(net, out_dir, name, data, model, weights), out_dir, net
 
 
 def float_reference(ckpt, checkpoint: Path):

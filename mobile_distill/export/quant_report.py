@@ -26,6 +26,7 @@ def quant_report(checkpoint: str | Path, precision: str = "int8", out_dir: Optio
     dynamic_int8, weight_int8). Returns the report written to ``out_dir/sensitivity_<precision>.json``."""
     from . import mixed_precision as mp
     from . import tflite
+    from ..models.timm_nets import deploy_form
     from .api import _Probe, float_reference, load_for_export
     from .parity import ExportError
     from .prepare import ExportModule, InputSpec, load_images, pick_calibration_samples
@@ -40,6 +41,7 @@ def quant_report(checkpoint: str | Path, precision: str = "int8", out_dir: Optio
     if "qat" in ckpt:  # post-training quantisation of the float network its files replace and are gated against
         net = float_reference(ckpt, checkpoint)
         log(f"{checkpoint} is a QAT run: analysing the float student it started from (qat.float_reference)")
+    net = deploy_form(net)[0]  # the network the exported files hold
     probe = _Probe(net, dataset, size, resize, probe_samples, seed).load()
     calib = load_images(pick_calibration_samples(dataset.train, calib_samples, seed), size, dataset.name, resize)
     spec = InputSpec(size, tflite.DEFAULT_LAYOUT, "float32")

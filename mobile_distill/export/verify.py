@@ -15,6 +15,7 @@ import numpy as np
 
 from ..utils.io import file_digest
 from . import formats as fmt_registry
+from ..models.timm_nets import deploy_form
 from .api import check_file, embed, float_reference, load_for_export, record_exception
 from .metadata import read_metadata
 from .parity import ExportError, Thresholds, recall_at_1
@@ -57,6 +58,7 @@ def verify(file: str | Path, checkpoint: Optional[str | Path] = None, data: Opti
     ckpt, net, size, resize, dataset = load_for_export(checkpoint, data)
     if "qat" in ckpt:
         net = float_reference(ckpt, checkpoint)
+    net = deploy_form(net)[0]  # what export gated the file against
     spec = InputSpec(size, artifact["input"]["layout"].lower(), artifact["input"]["dtype"])
     parity = pick_parity_samples(dataset.test, parity_samples, seed)
     images = load_images(parity, size, dataset.name, resize)

@@ -217,6 +217,31 @@ def _expand_dims(op, a):
     return x
 
 
+def _slice_by_index(op, a):
+    x = _t(a["x"])
+    n = x.dim()
+
+    def per_axis(name, default):
+        return [bool(v) for v in np.asarray(a[name]).reshape(-1)] if a.get(name) is not None else [default] * n
+
+    begin, end = _ints(a["begin"]), _ints(a["end"])
+    stride = _ints(a["stride"]) if a.get("stride") is not None else [1] * n
+    if min(stride) < 1:
+        raise UnsupportedOpError("op slice_by_index with a negative stride unsupported by the reference interpreter")
+    begin_mask, end_mask, squeeze = per_axis("begin_mask", False), per_axis("end_mask", False), per_axis("squeeze_mask", False)
+    index = tuple(b if sq else slice(None if bm else b, None if em else e, st)  # python slicing: MIL's negative indices
+                  for b, e, st, bm, em, sq in zip(begin, end, stride, begin_mask, end_mask, squeeze))
+    return x[index]
+
+
+def _split(op, a):
+    x = _t(a["x"])
+    axis = int(a["axis"]) % x.dim()
+    if a.get("split_sizes") is not None:
+        return list(torch.split(x, _ints(a["split_sizes"]), dim=axis))
+    return list(torch.chunk(x, int(a["num_splits"]), dim=axis))  # MIL: num_splits must divide the axis
+
+
 OPS: Dict[str, Callable] = {
     # elementwise
     "add": lambda op, a: _t(a["x"]) + _t(a["y"]),
@@ -263,6 +288,8 @@ OPS: Dict[str, Callable] = {
     "expand_dims": _expand_dims,
     "tile": lambda op, a: _t(a["x"]).repeat(_ints(a["reps"])),
     "concat": _concat,
+    "slice_by_index": _slice_by_index,
+    "split": _split,
     "pad": _pad,
     "identity": lambda op, a: a["x"],
     "cast": _cast,
