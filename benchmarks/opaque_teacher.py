@@ -2,13 +2,14 @@
 fine-tuned EfficientNet-Lite0 teacher is exported to ONNX and teaches MobileNet-0.25 as an opaque
 teacher, beside the same teacher as a checkpoint and the student alone.
 
-    .venv/bin/python benchmarks/opaque_teacher.py --teacher runs/table/teacher/last.pt --seeds 0,1   # ~70 min on 1 core
+    .venv/bin/python benchmarks/opaque_teacher.py --teacher runs/table/teacher/last.pt --seeds 0,1   # ~50 min on 1 core
 
 Each seed trains the default student recipe (``student_emoji``) on the demo's schedule (12 epochs,
-3 cached views of each image): distilled from the ONNX file, and alone (the demo's alone row);
-``--rows`` adds the same teacher as a checkpoint with the same losses. The distilled rows keep the
-recipe's losses that need embeddings only (absolute, relative): its ``hint:1`` needs feature maps,
-which an opaque teacher does not have. A run folder that holds a finished run (its results.json) is
+3 cached views of each image), in four rows: distilled from the ONNX file; from the same teacher as
+a checkpoint with the same losses; from the checkpoint with the whole recipe; and alone (the demo's
+alone row). The ONNX rows keep the recipe's losses that need embeddings only (absolute, relative):
+its ``hint:1`` needs feature maps, which an opaque teacher does not have; the third row shows what
+they are worth. ``--rows`` picks rows. A run folder that holds a finished run (its results.json) is
 read back, not retrained: delete it to train again. Figures go to
 ``benchmarks/results/opaque_teacher.json``.
 """
@@ -31,7 +32,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default="runs/table/teacher/last.pt")
     p.add_argument("--seeds", default="0,1")
-    p.add_argument("--rows", default="onnx teacher,alone", help="any of: onnx teacher, checkpoint teacher, alone")
+    p.add_argument("--rows", default="onnx teacher,checkpoint teacher,checkpoint teacher + hint,alone",
+                   help="any of: onnx teacher, checkpoint teacher, checkpoint teacher + hint, alone")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "opaque_teacher"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "opaque_teacher.json"))
     args = p.parse_args()
@@ -54,6 +56,8 @@ def main():
         base = make_config(recipe, out_dir=str(runs / f"s{seed}"), seed=seed, distill=losses, teacher=args.teacher)
         configs = {"onnx teacher": dataclasses.replace(base, name="onnx", teacher=str(onnx)),
                    "checkpoint teacher": dataclasses.replace(base, name="checkpoint"),
+                   "checkpoint teacher + hint": dataclasses.replace(base, name="checkpoint_hint",
+                                                                    distill=tuple(recipe["distill"])),
                    "alone": dataclasses.replace(base, name="alone", teacher="", distill=(), teacher_cache=False,
                                                 unlabeled="", teacher_image_size=0, loss=_alone_loss(base),
                                                 lr=ALONE_LR, backbone_lr=ALONE_LR)}
