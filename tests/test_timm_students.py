@@ -206,3 +206,11 @@ def test_an_nn_module_exports_from_python_with_its_contract(shapes, tmp_path):
     assert card["image_size"] == 40 and card["embedding_dim"] == 24
     assert card["normalization"]["mean"] == [0.5, 0.5, 0.5] and card["normalization"]["std"] == pytest.approx([0.3] * 3)
     assert card["architecture"].startswith("module:") and card["architecture"].endswith("_Tower")
+
+    from mobile_distill.export import ExportError
+
+    flat = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    torch.nn.init.zeros_(flat[0].weight)  # one embedding for every image
+    with pytest.raises(ExportError, match="refusing to export: the model module:torch.nn.modules.container.Sequential"):
+        export(model=flat, data=f"folder:{shapes}", formats=["onnx"], out_dir=tmp_path / "flat", parity_samples=0)
+    assert not (tmp_path / "flat").exists()  # not even its source checkpoint

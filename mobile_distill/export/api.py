@@ -93,13 +93,16 @@ def export(
     if parity_samples < 0 or calib_samples < 1:
         raise ExportError("--parity-samples must be >= 0 (0 = all) and --calib-samples >= 1")
 
-    outside = None
-    if model is not None:
-        checkpoint, out_dir, outside = _outside(checkpoint, model, weights, contract, data, out_dir, name)
+    if model is not None:  # nothing is written before the gate's images show the model is not degenerate
+        checkpoint, ckpt, net, dataset, out_dir = _outside(checkpoint, model, weights, contract, data, out_dir, name)
+        what = f"the model {model if isinstance(model, str) else ckpt['model']['arch']}"
     elif checkpoint is None:
         raise ExportError("nothing to export: give a checkpoint, or model= (--model timm:NAME|py:module:function)")
-    checkpoint = Path(checkpoint)
-    ckpt, net, size, resize, dataset = load_for_export(checkpoint, data, net=outside)
+    else:
+        checkpoint = Path(checkpoint)
+        ckpt, net, _, _, dataset = load_for_export(checkpoint, data)
+        what = f"the model in {checkpoint}"
+    size, resize = int(ckpt["model"]["image_size"]), float(ckpt.get("config", {}).get("eval_resize", 1.0))
     out_dir = Path(out_dir) if out_dir else checkpoint.parent / "export"
     qat_net, net = (net, float_reference(ckpt, checkpoint)) if "qat" in ckpt else (None, net)
     net, folded = deploy_form(net)  # MobileOne, RepViT, FastViT: the files hold the folded blocks
@@ -117,10 +120,14 @@ def export(
 
     torch.manual_seed(seed)
     reference = embed(net, images)
-    collapsed = check_not_degenerate(reference, thresholds, f"the model in {checkpoint}")
+    collapsed = check_not_degenerate(reference, thresholds, what)
     if collapsed:
         raise ExportError(f"refusing to export: {collapsed}")
 
+    if model is not None:  # OUT/source/NAME.pt: verify and bench rebuild the model from it
+        from ..checkpoint import save_checkpoint
+
+        save_checkpoint(checkpoint, ckpt)
     out_dir.mkdir(parents=True, exist_ok=True)
     card = build_card(ckpt, checkpoint, out_dir)
     card["reparameterized_blocks"] = folded
@@ -161,34 +168,34 @@ def export(
     return report
 
 
-def load_for_export(checkpoint: Path, data: Optional[str], net=None):
-    """The checkpoint, its network in eval mode (``net`` if given: a module handed over in memory),
-    its image size and eval resize, and its data set (or ``data``'s)."""
+def load_for_export(checkpoint: Path, data: Optional[str]):
+    """The checkpoint, its network in eval mode, its image size and eval resize, and its data set
+    (or ``data``'s)."""
     from ..checkpoint import load_checkpoint, model_from_checkpoint
     from ..data import create_dataset
 
     ckpt = load_checkpoint(checkpoint)
-    net = (net if net is not None else model_from_checkpoint(ckpt, str(checkpoint))).eval()
+    net = model_from_checkpoint(ckpt, str(checkpoint)).eval()
     cfg = ckpt.get("config", {})
     dataset = create_dataset(data or cfg.get("data", "emoji"), progress=False)
     return ckpt, net, int(ckpt["model"]["image_size"]), float(cfg.get("eval_resize", 1.0)), dataset
 
 
 def _outside(checkpoint, model, weights, contract, data, out_dir, name):
-    """A model trained elsewhere: checked, built, and written as ``OUT/source/NAME.pt`` (only once
-    the data set is known to load: a bad input leaves no folder behind)."""
+    """A model trained elsewhere, checked and built: its checkpoint's path (``OUT/source/NAME.pt``,
+    written once the model passes the degenerate check) and payload, the network, the data set."""
     from ..data import create_dataset
-    from .outside import Contract, outside_net, write_source_checkpoint
+    from .outside import Contract, outside_net, source_payload
 
     if checkpoint is not None:
         raise ExportError("give a checkpoint or a model (--model), not both")
     if not data:
         raise ExportError("a model trained elsewhere has no data set of its own: name the images of the parity gate "
                           "and of int8 calibration with --data (e.g. folder:PATH with train/ and test/)")
-    create_dataset(data, progress=False)
+    dataset = create_dataset(data, progress=False)
     net = outside_net(model, str(weights) if weights else None, contract or Contract())
     out_dir = Path(out_dir) if out_dir else (Path(weights).parent if weights else Path.cwd()) / "export"
-    return write_source_checkpoint(net, out_dir, name, data, model, weights), out_dir, net
+    return out_dir / "source" / f"{name}.pt", source_payload(net, data, model, weights), net, dataset, out_dir
 
 
 def float_reference(ckpt, checkpoint: Path):

@@ -2,7 +2,8 @@
 ``mdistill export --model timm:NAME --weights FILE``.
 
 The model becomes an ``EmbeddingNet`` (its contract's normalisation inside, L2 at the end) and is
-written as a toolkit checkpoint at ``OUT/source/NAME.pt``. From there the export is the one every
+written as a toolkit checkpoint at ``OUT/source/NAME.pt`` (once it is known to export: a model
+whose embeddings are degenerate leaves nothing). From there the export is the one every
 trained student gets: the same gates, the same model card, and ``mdistill verify`` / ``bench``
 find the PyTorch model through the card like any other. A ``timm:`` or ``py:`` model is rebuilt
 from that checkpoint by name; an ``nn.Module`` handed over in Python is exported from memory, and
@@ -12,8 +13,7 @@ its checkpoint only holds the weights (``verify`` and ``bench`` then need a ``py
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch.nn as nn
 
@@ -83,16 +83,15 @@ def _without_classifier(spec: str, state, headless: nn.Module):
     return {k: v for k, v in state.items() if k not in classifier}
 
 
-def write_source_checkpoint(net: EmbeddingNet, out_dir: Path, name: str, data: str, model, weights: Optional[str]) -> Path:
-    """``OUT/source/NAME.pt``: the outside model as a toolkit checkpoint (written atomically)."""
-    from ..checkpoint import save_checkpoint
+def source_payload(net: EmbeddingNet, data: str, model, weights: Optional[str]) -> Dict:
+    """The outside model as a toolkit checkpoint's payload (``save_checkpoint`` writes it)."""
+    from ..checkpoint import FORMAT, VERSION
     from ..utils.io import file_digest
 
     source = {"spec": model if isinstance(model, str) else net.arch, "weights": str(weights or ""),
               "weights_sha256": file_digest(weights) if weights else ""}
-    payload = {"model": net.model_info(), "state_dict": net.state_dict(), "config": {"data": data, "eval_resize": 1.0},
-               "source": source}
-    return save_checkpoint(Path(out_dir) / "source" / f"{name}.pt", payload)
+    return {"format": FORMAT, "version": VERSION, "model": net.model_info(), "state_dict": net.state_dict(),
+            "config": {"data": data, "eval_resize": 1.0}, "source": source}
 
 
 def parse_rgb(text: Optional[str], flag: str) -> Sequence[float]:
