@@ -185,14 +185,35 @@ def train_cmd(config_file, resume, quiet, nproc, **overrides):
 @click.option("--teacher", "teacher_spec", default=None, metavar="SPEC",
               help="Any teacher, untuned: a checkpoint, timm:NAME, tv:NAME, py:module:function or FILE.onnx.")
 @click.option("--teacher-weights", default="", help="With --teacher timm:/tv:/py:, local weights (offline).")
+@click.option("--gallery-model", default=None, metavar="SPEC",
+              help="Asymmetric: CHECKPOINT (or an exported .onnx/.tflite/.mlpackage) embeds the queries, SPEC (a "
+                   "checkpoint, timm:, tv:, py: or ONNX) the gallery; the student's recorded projection and centre apply.")
+@click.option("--gallery-weights", default="", help="With --gallery-model timm:/tv:/py:, local weights (offline).")
 def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_out, skip_bad_images, embeddings,
-             teacher_spec, teacher_weights):
-    """Recall@K and MAP@R of CHECKPOINT (or of --model's raw features, --teacher SPEC, or --embeddings) on a data set's split."""
+             teacher_spec, teacher_weights, gallery_model, gallery_weights):
+    """Recall@K and MAP@R of CHECKPOINT (or of --model's raw features, --teacher SPEC, or --embeddings) on a data
+    set's split; with --gallery-model, CHECKPOINT's queries against another model's gallery."""
     from .evaluate import evaluate_checkpoint, evaluate_embeddings, evaluate_pretrained, evaluate_teacher, format_table
     from .utils.io import write_json_atomic
 
     if sum(x is not None for x in (checkpoint, model, embeddings, teacher_spec)) != 1:
         raise click.UsageError("give exactly one of CHECKPOINT, --model NAME, --teacher SPEC or --embeddings FILE.npy")
+    if gallery_model is not None:
+        if checkpoint is None:
+            raise click.UsageError("--gallery-model needs the query model: a student CHECKPOINT or its exported file")
+        from .asymmetric import evaluate_asymmetric
+        from .evaluate import format_comparison
+
+        result = evaluate_asymmetric(checkpoint, gallery_model, data_spec, gallery_weights, split,
+                                     log=lambda m: click.echo(m, err=True))
+        rows = {f"{checkpoint} → {gallery_model} (asymmetric)": result["asymmetric"],
+                f"{checkpoint} (its own gallery)": result["query"], f"{gallery_model} (its own gallery)": result["gallery"]}
+        click.echo(format_comparison(rows, title=f"{result['dataset']} {split}: queries by {checkpoint}, gallery by "
+                                                 f"{gallery_model}; bridge: {result['bridge']}"))
+        if json_out:
+            write_json_atomic(json_out, result)
+            click.echo(f"saved to {json_out}")
+        return
     if teacher_spec is not None:
         metrics = evaluate_teacher(teacher_spec, data_spec or "emoji", image_size, teacher_weights, split, skip_bad_images)
         title = f"{teacher_spec} (untuned teacher)"

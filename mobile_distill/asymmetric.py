@@ -1,0 +1,148 @@
+"""Asymmetric retrieval: queries embedded by a student (or the exported file a phone runs) against a
+gallery that another model embedded (the server's index, embedded once by the teacher).
+
+``evaluate_asymmetric(query, gallery_model, data)`` / ``mdistill eval QUERY --gallery-model SPEC``.
+The two spaces meet only where training tied them (the ``absolute`` loss): the student's checkpoint
+records that loss's projection (when the embedding sizes differ) and its centre (``center=true``:
+the server's index is centred by the same vector), and both are applied here, as in training's
+``asymmetric/recall@K``. An exported query file is traced to its checkpoint through its model card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+from .evaluate import Metrics, retrieval_metrics
+
+
+@dataclass
+class Bridge:
+    """What the student's training recorded to meet the gallery model's space."""
+
+    projection: Optional[torch.Tensor] = None  # (D_gallery, D_query), the absolute loss's
+    centre: Optional[torch.Tensor] = None  # (D_gallery,), the absolute loss's running mean
+
+    def queries(self, q: torch.Tensor) -> torch.Tensor:
+        q = F.normalize(q.float(), dim=1)
+        return F.normalize(q @ self.projection.T, dim=1) if self.projection is not None else q
+
+    def gallery(self, g: torch.Tensor) -> torch.Tensor:
+        g = F.normalize(g.float(), dim=1)
+        return F.normalize(g - self.centre, dim=1) if self.centre is not None else g
+
+    def describe(self) -> str:
+        parts = [f"projection {tuple(self.projection.shape[::-1])}" if self.projection is not None else "",
+                 "centred gallery" if self.centre is not None else ""]
+        return ", ".join(p for p in parts if p) or "none"
+
+
+def bridge_from_checkpoint(ckpt: Dict) -> Bridge:
+    """The absolute loss's projection and centre from a student checkpoint (``objective`` holds the
+    training objective's state; the loss's index is its place in ``losses.distill``)."""
+    specs = (ckpt.get("losses") or {}).get("distill") or []
+    index = next((i for i, s in enumerate(specs) if str(s).split(":")[0] == "absolute"), None)
+    state = ckpt.get("objective") or {}
+    if index is None:
+        return Bridge()
+    projection = state.get(f"losses.{index}.projection.weight")
+    centre = state.get(f"losses.{index}.running_mean")
+    initialised = state.get(f"losses.{index}.mean_initialized")
+    if centre is not None and initialised is not None and not bool(initialised):
+        centre = None  # a run stopped before its first batch: no centre was measured
+    return Bridge(projection.float() if projection is not None else None, centre.float() if centre is not None else None)
+
+
+def asymmetric_metrics(queries: torch.Tensor, gallery: torch.Tensor, labels: torch.Tensor, bridge: Bridge,
+                       ks: Sequence[int] = (1, 2, 4, 8), who: str = "the query model",
+                       gallery_who: str = "the gallery model") -> Metrics:
+    """Recall@K and MAP@R of ``queries`` (N, D_q) against ``gallery`` (N, D_g), the same N images,
+    leave-one-out, after the bridge. Sizes no recorded projection joins are refused in one line."""
+    q = bridge.queries(queries)
+    if q.shape[1] != gallery.shape[1]:
+        projected = f" (projected to {q.shape[1]} for the teacher it was distilled from)" if bridge.projection is not None else ""
+        raise ConfigError(f"{who} embeds {queries.shape[1]} numbers{projected} and {gallery_who} {gallery.shape[1]}; no "
+                          "recorded projection joins them (a student records one when its absolute loss meets a "
+                          "teacher of another size): evaluate it against the teacher it was distilled from")
+    return retrieval_metrics(q, labels, ks=ks, gallery=bridge.gallery(gallery))
+
+
+def _query_embeddings(query: Path, data_spec: Optional[str], samples_of, log):
+    """(checkpoint dict, embeddings, image size) of a student checkpoint or an exported file."""
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .export import formats
+    from .export.api import embed
+    from .export.metadata import read_metadata
+    from .export.prepare import InputSpec
+    from .runtime.images import load_images
+
+    if query.suffix.lower() in (".onnx", ".tflite", ".mlpackage"):
+        doc = read_metadata(query)
+        if doc is None:
+            raise ConfigError(f"{query} carries no mobile_distill metadata: its student checkpoint (for the "
+                              "projection and centre) cannot be found")
+        source = doc["model"]["source_checkpoint"]
+        ckpt = load_checkpoint(query.parent / source["path"])
+        artifact = doc["artifact"]
+        size = int(doc["model"]["image_size"])
+        samples, data = samples_of(ckpt)
+        images = load_images(samples, size, data.name, float(ckpt.get("config", {}).get("eval_resize", 1.0)))
+        module = formats.get(formats.format_of(query))
+        spec = InputSpec(size, artifact["input"]["layout"].lower(), artifact["input"]["dtype"])
+        log(f"embedding {len(samples)} queries with {query.name} ({module.RUNTIME})")
+        return ckpt, torch.from_numpy(np.asarray(module.run(query, spec, images), dtype=np.float32))
+    ckpt = load_checkpoint(query)
+    net = model_from_checkpoint(ckpt, str(query)).eval()
+    samples, data = samples_of(ckpt)
+    size = int(ckpt["model"]["image_size"])
+    images = load_images(samples, size, data.name, float(ckpt.get("config", {}).get("eval_resize", 1.0)))
+    log(f"embedding {len(samples)} queries with {query}")
+    return ckpt, torch.from_numpy(embed(net, images))
+
+
+def evaluate_asymmetric(query, gallery_model: str, data_spec: Optional[str] = None, gallery_weights: str = "",
+                        split: str = "test", log=lambda _: None) -> Dict:
+    """Asymmetric Recall@K / MAP@R of a student checkpoint or exported file (``query``) against any
+    gallery model ``teacher_sources.load_teacher`` takes, on a data set's split (default: the
+    student's); also each side's own symmetric figures, for scale.
+
+    Returns:
+        ``{"asymmetric": Metrics, "query": Metrics, "gallery": Metrics, "bridge": str, ...}``.
+    """
+    from .data import create_dataset
+    from .evaluate import _split
+    from .export.api import embed
+    from .runtime.images import load_images
+    from .teacher_sources import TeacherOptions, load_teacher
+
+    query = Path(query)
+    if not query.exists():
+        raise ConfigError(f"query model not found: {query}")
+    chosen = {}
+
+    def samples_of(ckpt):
+        data = create_dataset(data_spec or ckpt.get("config", {}).get("data", "emoji"), progress=False)
+        chosen["data"] = data
+        return _split(data, split)[0], data
+
+    ckpt, queries = _query_embeddings(query, data_spec, samples_of, log)
+    data = chosen["data"]
+    samples = _split(data, split)[0]
+    source = load_teacher(gallery_model, TeacherOptions(weights=gallery_weights))
+    size = int(source.model.image_size)
+    log(f"embedding the {len(samples)}-image gallery with {gallery_model} at {size} px")
+    gallery = torch.from_numpy(embed(source.model, load_images(samples, size, data.name)))
+    labels = torch.tensor([y for _, y in samples])
+    bridge = bridge_from_checkpoint(ckpt)
+    asym = asymmetric_metrics(queries, gallery, labels, bridge, data.recall_ks, str(query), gallery_model)
+    return {"asymmetric": asym,
+            "query": retrieval_metrics(queries, labels, ks=data.recall_ks),
+            "gallery": retrieval_metrics(gallery, labels, ks=data.recall_ks),
+            "bridge": bridge.describe(), "dataset": data.name, "split": split,
+            "query_model": str(query), "gallery_model": gallery_model}
