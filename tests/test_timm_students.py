@@ -214,3 +214,15 @@ def test_an_nn_module_exports_from_python_with_its_contract(shapes, tmp_path):
     with pytest.raises(ExportError, match="refusing to export: the model module:torch.nn.modules.container.Sequential"):
         export(model=flat, data=f"folder:{shapes}", formats=["onnx"], out_dir=tmp_path / "flat", parity_samples=0)
     assert not (tmp_path / "flat").exists()  # not even its source checkpoint
+
+
+def test_a_strided_pointwise_stem_trains_in_nchw():
+    """MobileOne's and FastViT's stems hold a 1x1 stride-2 convolution on the RGB image, whose
+    weight gradient oneDNN's AVX2 kernel corrupts in channels_last (the run aborts; `make
+    test-avx2` trains both above). Those networks train in NCHW; every other keeps channels_last."""
+    from mobile_distill.train import memory_format_for
+
+    for arch in ("timm:mobileone_s0", "timm:fastvit_t8"):
+        assert memory_format_for(create_model(arch, 16, "none", 32)) == torch.contiguous_format, arch
+    for arch in ("mobilenet_v1_025", "efficientnet_lite0", "timm:lcnet_050", "timm:repvit_m0_9"):
+        assert memory_format_for(create_model(arch, 16, "none", 32)) == torch.channels_last, arch
