@@ -73,37 +73,28 @@ def asymmetric_metrics(queries: torch.Tensor, gallery: torch.Tensor, labels: tor
     return retrieval_metrics(q, labels, ks=ks, gallery=bridge.gallery(gallery))
 
 
-def _query_embeddings(query: Path, data_spec: Optional[str], samples_of, log):
-    """(checkpoint dict, embeddings, image size) of a student checkpoint or an exported file."""
+def _query_model(query: Path):
+    """A student checkpoint or an exported file: (its checkpoint dict, its input size, a function
+    (N, S, S, 3) uint8 images -> (N, D) embeddings, a name for the log)."""
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from .export import formats
     from .export.api import embed
     from .export.metadata import read_metadata
     from .export.prepare import InputSpec
-    from .runtime.images import load_images
 
-    if query.suffix.lower() in (".onnx", ".tflite", ".mlpackage"):
-        doc = read_metadata(query)
-        if doc is None:
-            raise ConfigError(f"{query} carries no mobile_distill metadata: its student checkpoint (for the "
-                              "projection and centre) cannot be found")
-        source = doc["model"]["source_checkpoint"]
-        ckpt = load_checkpoint(query.parent / source["path"])
-        artifact = doc["artifact"]
-        size = int(doc["model"]["image_size"])
-        samples, data = samples_of(ckpt)
-        images = load_images(samples, size, data.name, float(ckpt.get("config", {}).get("eval_resize", 1.0)))
-        module = formats.get(formats.format_of(query))
-        spec = InputSpec(size, artifact["input"]["layout"].lower(), artifact["input"]["dtype"])
-        log(f"embedding {len(samples)} queries with {query.name} ({module.RUNTIME})")
-        return ckpt, torch.from_numpy(np.asarray(module.run(query, spec, images), dtype=np.float32))
-    ckpt = load_checkpoint(query)
-    net = model_from_checkpoint(ckpt, str(query)).eval()
-    samples, data = samples_of(ckpt)
-    size = int(ckpt["model"]["image_size"])
-    images = load_images(samples, size, data.name, float(ckpt.get("config", {}).get("eval_resize", 1.0)))
-    log(f"embedding {len(samples)} queries with {query}")
-    return ckpt, torch.from_numpy(embed(net, images))
+    if query.suffix.lower() not in (".onnx", ".tflite", ".mlpackage"):
+        ckpt = load_checkpoint(query)
+        net = model_from_checkpoint(ckpt, str(query)).eval()
+        return ckpt, int(ckpt["model"]["image_size"]), lambda images: embed(net, images), str(query)
+    doc = read_metadata(query)
+    if doc is None:
+        raise ConfigError(f"{query} carries no mobile_distill metadata: its student checkpoint (for the "
+                          "projection and centre) cannot be found")
+    ckpt = load_checkpoint(query.parent / doc["model"]["source_checkpoint"]["path"])
+    size, artifact = int(doc["model"]["image_size"]), doc["artifact"]
+    module = formats.get(formats.format_of(query))
+    spec = InputSpec(size, artifact["input"]["layout"].lower(), artifact["input"]["dtype"])
+    return ckpt, size, lambda images: module.run(query, spec, images), f"{query.name} ({module.RUNTIME})"
 
 
 def evaluate_asymmetric(query, gallery_model: str, data_spec: Optional[str] = None, gallery_weights: str = "",
@@ -124,16 +115,13 @@ def evaluate_asymmetric(query, gallery_model: str, data_spec: Optional[str] = No
     query = Path(query)
     if not query.exists():
         raise ConfigError(f"query model not found: {query}")
-    chosen = {}
-
-    def samples_of(ckpt):
-        data = create_dataset(data_spec or ckpt.get("config", {}).get("data", "emoji"), progress=False)
-        chosen["data"] = data
-        return _split(data, split)[0], data
-
-    ckpt, queries = _query_embeddings(query, data_spec, samples_of, log)
-    data = chosen["data"]
+    ckpt, query_size, embed_queries, name = _query_model(query)
+    cfg = ckpt.get("config", {})
+    data = create_dataset(data_spec or cfg.get("data", "emoji"), progress=False)
     samples = _split(data, split)[0]
+    log(f"embedding {len(samples)} queries with {name}")
+    images = load_images(samples, query_size, data.name, float(cfg.get("eval_resize", 1.0)))
+    queries = torch.from_numpy(np.asarray(embed_queries(images), dtype=np.float32))
     source = load_teacher(gallery_model, TeacherOptions(weights=gallery_weights))
     size = int(source.model.image_size)
     log(f"embedding the {len(samples)}-image gallery with {gallery_model} at {size} px")
