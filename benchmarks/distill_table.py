@@ -67,11 +67,32 @@ ALONE = {"teacher": "", "distill": [], "unlabeled": "", "teacher_cache": False, 
          "teacher_view": "augmented", "loss": "triplet"}
 
 
+def compat_recipe_exists() -> bool:
+    return (ROOT / "mobile_distill" / "configs" / f"{COMPAT_RECIPE}.yaml").exists()
+
+
 def alone_overrides(block: str) -> dict:
     lr = BLOCKS[block]["alone_lr"]
     return {**ALONE, **({"lr": lr, "backbone_lr": lr} if lr else {})}
 
 
+# Compatibility with the teacher's index (asym R@1: student queries, teacher gallery): variants of the
+# default recipe on the tuning schedule, beside its "tuning: default recipe" row; the best is the
+# compatible recipe (COMPAT_RECIPE), which then runs on its own full schedule over the seeds.
+_RELATIVE, _HINT = "relative:1:normalize=true", "hint:1"
+_QUEUE = "contrastive:1:queue=4096"
+COMPAT_VARIANTS = {
+    "absolute:4": ["absolute:4:center=true", _RELATIVE, _HINT],
+    "absolute:4, uncentred": ["absolute:4", _RELATIVE, _HINT],
+    "+ contrastive, batch": ["absolute:1:center=true", _RELATIVE, _HINT, "contrastive:1"],
+    "+ contrastive, queue 4096": ["absolute:1:center=true", _RELATIVE, _HINT, _QUEUE],
+    "+ contrastive, queue 4096, 512 hardest": ["absolute:1:center=true", _RELATIVE, _HINT, _QUEUE + ",hard=512"],
+    "+ contrastive, queue 4096, own class masked": ["absolute:1:center=true", _RELATIVE, _HINT,
+                                                    _QUEUE + ",mask_same_class=true"],
+    "+ prototype (BCT)": ["absolute:1:center=true", _RELATIVE, _HINT, "prototype:1"],
+    "contrastive in absolute's place": [_QUEUE, _RELATIVE, _HINT],
+}
+COMPAT_RECIPE = "student_emoji_compatible"
 ALONE_2X = "alone, 2x schedule"
 TUNED_DEFAULT = "tuning: default recipe"
 
@@ -132,9 +153,9 @@ def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int,
               "epochs": epochs}
     out = []
 
-    def add(row, seed, overrides):
+    def add(row, seed, overrides, recipe=b["student"]):
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{row}-s{seed}")
-        out.append({"id": row_id(block, row, seed), "block": block, "row": row, "recipe": b["student"],
+        out.append({"id": row_id(block, row, seed), "block": block, "row": row, "recipe": recipe,
                     "runs_dir": str(runs_dir), "overrides": {**common, "teacher": teacher, **overrides, "seed": seed,
                                                              "name": name}})
 
@@ -147,6 +168,12 @@ def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int,
         done = {r["id"]: r for r in state["runs"]}
         tuning = {"epochs": tune_epochs, "eval_every": max(1, tune_epochs // 5)}
         add(TUNED_DEFAULT, seeds[0], tuning)  # the default recipe on the tuning schedule: the peers' yardstick
+        for row, distill in COMPAT_VARIANTS.items():
+            add(f"compat: {row}", seeds[0], {"distill": distill, **tuning})
+        compat_epochs = max(1, round(load_yaml(COMPAT_RECIPE)["epochs"] * scale)) if compat_recipe_exists() else 0
+        for seed in seeds[:bool(compat_epochs) * len(seeds)]:  # the chosen variant as a recipe of its own
+            add("compatible recipe", seed, {"epochs": compat_epochs, "eval_every": max(1, compat_epochs // 10)},
+                recipe=COMPAT_RECIPE)
         for name in PEERS:
             tuned = []
             for row, overrides in peer_variants(name):

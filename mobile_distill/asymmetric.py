@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 from .evaluate import Metrics, retrieval_metrics
+from .losses import BRIDGE_LOSSES
 
 
 @dataclass
@@ -44,14 +45,16 @@ class Bridge:
 
 
 def bridge_from_checkpoint(ckpt: Dict) -> Bridge:
-    """The absolute loss's projection and centre from a student checkpoint (``objective`` holds the
-    training objective's state; the loss's index is its place in ``losses.distill``)."""
-    specs = (ckpt.get("losses") or {}).get("distill") or []
-    index = next((i for i, s in enumerate(specs) if str(s).split(":")[0] == "absolute"), None)
+    """The projection (of the first of ``absolute``, ``contrastive``, ``prototype`` that learnt one)
+    and the absolute loss's centre from a student checkpoint (``objective`` holds the training
+    objective's state; a loss's index is its place in ``losses.distill``)."""
+    names = [str(s).split(":")[0] for s in (ckpt.get("losses") or {}).get("distill") or []]
     state = ckpt.get("objective") or {}
+    projection = next((state[f"losses.{i}.projection.weight"] for i, n in enumerate(names)
+                       if n in BRIDGE_LOSSES and f"losses.{i}.projection.weight" in state), None)
+    index = names.index("absolute") if "absolute" in names else None
     if index is None:
-        return Bridge()
-    projection = state.get(f"losses.{index}.projection.weight")
+        return Bridge(projection.float() if projection is not None else None)
     centre = state.get(f"losses.{index}.running_mean")
     initialised = state.get(f"losses.{index}.mean_initialized")
     if centre is not None and initialised is not None and not bool(initialised):

@@ -31,6 +31,7 @@ from . import distributed as dd
 from .data.base import Sample, load_image
 from .data.transforms import eval_transform
 from .errors import ConfigError
+from .losses import BRIDGE_LOSSES
 from .evaluate import check_finite
 from .teacher_sources import TeacherOptions, load_teacher
 from .utils.io import atomic_path, remove_stale_temps, write_json_atomic
@@ -291,7 +292,7 @@ def asymmetric_metrics(student, teacher: Teacher, objective, data, image_size: i
     (phone queries, server index), as ``asymmetric/recall@K`` and ``asymmetric/map@r``.
 
     The two spaces only meet where a loss ties the student's coordinates to the teacher's (the
-    ``absolute`` loss); relational losses (relative, RKD, ...) leave them unrelated and this
+    ``absolute``, ``contrastive`` and ``prototype`` losses); relational losses (relative, RKD, ...) leave them unrelated and this
     figure near chance. When the ``absolute`` loss centres its targets, the gallery is centred by
     the same running mean (a fixed transform the server applies to its index); when it learns a
     projection (different sizes), the queries go through it. Without an ``absolute`` loss and
@@ -303,14 +304,17 @@ def asymmetric_metrics(student, teacher: Teacher, objective, data, image_size: i
     from .evaluate import embed, retrieval_metrics
 
     absolute = next((loss for loss in objective.losses if getattr(loss, "name", "") == "absolute"), None)
+    # the first loss that ties the coordinates and learnt a projection (absolute, contrastive, prototype)
+    projection = next((p for p in (getattr(loss, "projection", None) for loss in objective.losses
+                                   if getattr(loss, "name", "") in BRIDGE_LOSSES) if p is not None), None)
     loader = DataLoader(ImageDataset(data.test, eval_transform(image_size, eval_resize), data.name), batch_size=128)
     queries, labels = embed(student, loader, device, progress=False)
     t_loader = DataLoader(ImageDataset(data.test, teacher.clean_transform, data.name), batch_size=128)
     gallery, _ = embed(teacher.model, t_loader, device, progress=False)
     objective.eval()  # centring only reads its running mean in eval mode
     with torch.no_grad():
-        if absolute is not None and absolute.projection is not None:
-            queries = absolute.projection(queries.to(device)).cpu()
+        if projection is not None:
+            queries = projection(queries.to(device)).cpu()
         if absolute is not None and absolute.center:
             gallery = absolute.centred_targets(gallery.to(device)).cpu()
     if queries.shape != gallery.shape:

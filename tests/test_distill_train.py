@@ -38,7 +38,8 @@ def _student(shapes, out, teacher, *distill, **extra):
 
 
 SPECS = {"absolute": "absolute:1:center=true", "relative": "relative:0.1", "rkd": "rkd:1",
-         "relaxed": "relaxed:1", "darkrank": "darkrank:1", "hint": "hint:1", "attention": "attention:1"}
+         "relaxed": "relaxed:1", "darkrank": "darkrank:1", "hint": "hint:1", "attention": "attention:1",
+         "contrastive": "contrastive:1:queue=16,hard=8,mask_same_class=true", "prototype": "prototype:1"}
 
 
 def test_every_distillation_loss_has_a_training_spec():

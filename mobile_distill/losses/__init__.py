@@ -12,6 +12,9 @@ from ..registry import Registry
 
 LOSSES = Registry("loss")
 register_loss = LOSSES.register
+# Losses that tie the student's coordinates to the teacher's (asymmetric search needs one), in the
+# order a train-time projection between different embedding sizes is taken from.
+BRIDGE_LOSSES = ("absolute", "contrastive", "prototype")
 
 
 def create_loss(name: str, **kwargs):
@@ -25,7 +28,7 @@ def list_losses() -> List[str]:
 
 
 def _import_losses() -> None:
-    from . import absolute, attention, darkrank, hint, metric, relative, relaxed, rkd  # noqa: F401
+    from . import absolute, attention, contrastive, darkrank, hint, metric, prototype, relative, relaxed, rkd  # noqa: F401
 
 
-__all__ = ["LOSSES", "create_loss", "list_losses", "register_loss"]
+__all__ = ["BRIDGE_LOSSES", "LOSSES", "create_loss", "list_losses", "register_loss"]

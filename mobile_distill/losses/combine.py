@@ -275,11 +275,15 @@ class WeightedSum(nn.Module):
             out["task"] = task
             total = total + task
         s_stages, t_stages = self.student_stages, self.teacher_stages
+        known = labels  # what label-reading losses see: -1 where the row's label is not to be used
+        if labels is not None and labeled_mask is not None:
+            known = labels.masked_fill(~labeled_mask.to(torch.bool), -1)
         for weight, loss in zip(self.weights, self.losses):
             s_list = self._pick(s_feats, _stages(loss, "student"), s_stages, "student")
             t_list = self._pick(t_feats, _stages(loss, "teacher"), t_stages, "teacher")
             embeddings = local if s_list is not None or t_list is not None else (s_emb, t_emb)
-            for name, value in loss(*embeddings, s_list, t_list).items():
+            extra = {"labels": known} if getattr(loss, "uses_labels", False) else {}
+            for name, value in loss(*embeddings, s_list, t_list, **extra).items():
                 out[name] = value
                 total = total + weight * value
             out.update(getattr(loss, "last_terms", None) or {})
