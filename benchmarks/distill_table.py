@@ -91,7 +91,13 @@ COMPAT_VARIANTS = {
                                                     _QUEUE + ",mask_same_class=true"],
     "+ prototype (BCT)": ["absolute:1:center=true", _RELATIVE, _HINT, "prototype:1"],
     "contrastive in absolute's place": [_QUEUE, _RELATIVE, _HINT],
+    # the hint term's value (~27) dwarfs the others (~1-4): give the embedding terms more say
+    "+ contrastive:10, queue 4096": ["absolute:1:center=true", _RELATIVE, _HINT, "contrastive:10:queue=4096"],
+    "+ contrastive, queue 4096, no hint": ["absolute:1:center=true", _RELATIVE, _QUEUE],
 }
+# A bigger student (the pretrained block's ImageNet EfficientNet-Lite0 at 64 px, its own recipe)
+# with the contrastive term, on its tuning schedule (its recipe's epochs / 4).
+COMPAT_LITE0 = {"+ contrastive, queue 4096, Lite0 student": ["absolute:1:center=true", _RELATIVE, _HINT, _QUEUE]}
 COMPAT_RECIPE = "student_emoji_compatible"
 ALONE_2X = "alone, 2x schedule"
 TUNED_DEFAULT = "tuning: default recipe"
@@ -170,6 +176,11 @@ def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int,
         add(TUNED_DEFAULT, seeds[0], tuning)  # the default recipe on the tuning schedule: the peers' yardstick
         for row, distill in COMPAT_VARIANTS.items():
             add(f"compat: {row}", seeds[0], {"distill": distill, **tuning})
+        lite0 = BLOCKS["pretrained"]["student"]
+        lite0_epochs = max(1, load_yaml(lite0)["epochs"] // 4)
+        for row, distill in COMPAT_LITE0.items():
+            add(f"compat: {row}", seeds[0], {"distill": distill, "epochs": lite0_epochs, "eval_every": lite0_epochs},
+                recipe=lite0)
         compat_epochs = max(1, round(load_yaml(COMPAT_RECIPE)["epochs"] * scale)) if compat_recipe_exists() else 0
         for seed in seeds[:bool(compat_epochs) * len(seeds)]:  # the chosen variant as a recipe of its own
             add("compatible recipe", seed, {"epochs": compat_epochs, "eval_every": max(1, compat_epochs // 10)},

@@ -103,12 +103,55 @@ def mean_std(values):
     return [round(statistics.mean(values), 1), round(statistics.stdev(values), 1) if len(values) > 1 else 0.0]
 
 
+COMPAT_RECIPE = "student_emoji_compatible"
+
+
+def compatible_seed(data_dir: Path, runs: Path, seed: int) -> dict:
+    """The compatible recipe on the set, unchanged, under the teacher the default recipe's row had
+    (the same config and seed: ``teacher_emoji`` on its own schedule), which is trained here again
+    when its run is gone. Symmetric and asymmetric figures of the student, the teacher's own."""
+    from mobile_distill.config import load_yaml, make_config
+    from mobile_distill.demo import DEMO_TEACHER
+    from mobile_distill.train import main as train
+
+    teacher_recipe = load_yaml("teacher_emoji")
+    data = f"folder:{data_dir}"
+    teacher_cfg = make_config({**teacher_recipe, **DEMO_TEACHER, "data": data, "epochs": teacher_recipe["epochs"],
+                               "seed": seed}, out_dir=str(runs))
+    teacher_ckpt = runs / teacher_cfg.name / "last.pt"
+    teacher = (json.loads((teacher_ckpt.parent / "results.json").read_text()) if teacher_ckpt.exists()
+               else train(teacher_cfg, progress=False))
+    student_cfg = make_config({**load_yaml(COMPAT_RECIPE), "data": data, "seed": seed}, out_dir=str(runs),
+                              teacher=str(teacher_ckpt), name="student-compatible")
+    student = train(student_cfg, progress=False)
+    keys = ("recall@1", "recall@4", "map@r", "asymmetric/recall@1")
+    return {"teacher": {k: teacher["test"].get(k) for k in keys}, "student": {k: student["test"].get(k) for k in keys},
+            "distill": list(student_cfg.distill), "epochs": student_cfg.epochs}
+
+
+def compatible_lines(state) -> list:
+    seeds = sorted(state["compatible"])
+    pick = lambda who, k: [state["compatible"][s][who][k] for s in seeds]  # noqa: E731
+    rows = [("teacher, its own gallery", pick("teacher", "recall@1")),
+            ("compatible student, its own gallery (symmetric)", pick("student", "recall@1")),
+            ("compatible student queries, teacher gallery (asymmetric)", pick("student", "asymmetric/recall@1"))]
+    recipe = state["compatible"][seeds[0]]
+    lines = ["", f"**Compatible recipe** (`{COMPAT_RECIPE}`: {' + '.join(recipe['distill'])}, {recipe['epochs']} "
+             f"epochs), seeds {', '.join(seeds)}:", "", "| row | Recall@1 (mean ± std) | per seed |", "|---|---|---|"]
+    for name, values in rows:
+        m = mean_std(values)
+        lines.append(f"| {name} | {m[0]} ± {m[1]} | {', '.join(f'{100 * v:.1f}' for v in values)} |")
+    return lines
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0")
     p.add_argument("--data-dir", default=str(ROOT / "runs" / "other_data" / "glyphs"))
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "other_data"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "other_data_glyphs.json"))
+    p.add_argument("--compatible", action="store_true", help=f"also run the compatible recipe ({COMPAT_RECIPE}) "
+                   "on each seed, under that seed's teacher")
     args = p.parse_args()
     from mobile_distill.config import load_yaml
     from mobile_distill.demo import run
@@ -140,6 +183,13 @@ def main():
         state["seeds"][str(seed)] = {"rows": rows, "closure": demo["closure"], "schedule": demo["schedule"],
                                      "wall_time_s": round(time.perf_counter() - start, 1), "provenance": provenance()}
         write_json_atomic(out, state)
+    for seed in [int(s) for s in args.seeds.split(",")] if args.compatible else []:
+        if str(seed) not in state.setdefault("compatible", {}):
+            start = time.perf_counter()
+            row = compatible_seed(data_dir, Path(args.runs_dir) / f"s{seed}", seed)
+            state["compatible"][str(seed)] = {**row, "wall_time_s": round(time.perf_counter() - start, 1),
+                                              "provenance": provenance()}
+            write_json_atomic(out, state)
     names = list(next(iter(state["seeds"].values()))["rows"])
     seeds = sorted(state["seeds"])
 
@@ -167,6 +217,8 @@ def main():
               f"asymmetric R@1 (student queries, teacher gallery): {a[0]} ± {a[1]}.",
               f"closure (distilled - alone) / (teacher - alone): {state['closure'][0]} ± {state['closure'][1]} % "
               "(not a useful figure when the teacher leads the alone student by a few points only)"]
+    if state.get("compatible"):
+        lines += compatible_lines(state)
     write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 

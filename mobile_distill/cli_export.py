@@ -67,6 +67,10 @@ def _thresholds(min_cos_fp32, min_cos_fp16, max_fp16_recall_drop, min_fp16_agree
 @click.option("--calib-samples", type=int, default=256, show_default=True,
               help="Training images for static int8 calibration.")
 @_gate_options
+@click.option("--teacher-gallery", default="auto", show_default=True,
+              help="Also gate each file's queries against a teacher-embedded gallery of the gate's images (the "
+                   "server's index): auto = the student's own teacher when it was trained with --compatible; off; "
+                   "or the model that embeds your index (checkpoint, timm:NAME, tv:NAME, py:..., FILE.onnx).")
 @click.option("--keep-failed", is_flag=True, help="Move files that fail the gate to OUT/failed/ instead of deleting them.")
 @click.option("--calibration", type=click.Choice(["minmax", "mse", "octav"]), default="minmax", show_default=True,
               help="TFLite quantisation ranges: min-max, or weights clipped by least squared error / OCTAV.")
@@ -80,10 +84,14 @@ def _thresholds(min_cos_fp32, min_cos_fp16, max_fp16_recall_drop, min_fp16_agree
                    "model.json and a gallery embedded with that file.")
 @click.option("--gallery", default=None, help="With --android: a data set (its test split) or a folder of images "
                                               "(default: the checkpoint's data set).")
+@click.option("--gallery-model", default="student", show_default=True,
+              help="With --android: who embeds the gallery: student (the exported file, on the phone's own bytes), "
+                   "teacher (the student's teacher, as the server's index a compatible student searches) or a model "
+                   "spec (checkpoint, timm:NAME, FILE.onnx, ...) that embeds your server's index.")
 @click.option("--gallery-limit", type=int, default=None, help="With --android: at most this many gallery images.")
 @click.option("--quiet", is_flag=True, help="Only the table and the final line.")
 def export_cmd(checkpoint, model_spec, weights, image_size, mean, std, formats, out_dir, precisions, input_layout, input_dtype, parity_samples, calib_samples,
-               keep_failed, calibration, mixed_precision, data_spec, name, android_dir, gallery, gallery_limit, quiet,
+               teacher_gallery, keep_failed, calibration, mixed_precision, data_spec, name, android_dir, gallery, gallery_model, gallery_limit, quiet,
                **gate):
     """Export CHECKPOINT (or --model) to ONNX / TFLite / CoreML and gate every file on parity with PyTorch."""
     from .export import ExportError, export, failure_message, format_report
@@ -106,19 +114,26 @@ def export_cmd(checkpoint, model_spec, weights, image_size, mean, std, formats, 
         from .export.android import check_assets_dir
 
         check_assets_dir(android_dir)  # before minutes of export, not after
+        if gallery_model != "student" and checkpoint is not None:
+            from .checkpoint import load_checkpoint
+            from .export.android import check_gallery_model
+            from .export.metadata import teacher_index
+
+            ckpt = load_checkpoint(checkpoint)
+            check_gallery_model(gallery_model, teacher_index(ckpt) if ckpt.get("teacher") else None, str(checkpoint))
     report = export(checkpoint, formats=formats, out_dir=out_dir, precisions=wanted, input_layout=input_layout,
                     input_dtype=input_dtype, parity_samples=parity_samples, calib_samples=calib_samples,
                     thresholds=thresholds, keep_failed=keep_failed, data=data_spec, name=name,
                     calibration=calibration, mixed_precision=mixed_precision, model=model_spec, weights=weights,
-                    contract=contract, log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
+                    contract=contract, teacher_gallery=teacher_gallery, log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(format_report(report))
     if android_dir is not None:
         from .export.android import write_android_assets
 
         done = write_android_assets(Path(report["out_dir"]), android_dir, gallery or report["data_spec"],
-                                    limit=gallery_limit)
+                                    limit=gallery_limit, gallery_model=gallery_model)
         click.echo(f"Android assets: {done['model']}, model.json and {done['gallery_images']} gallery images "
-                   f"in {android_dir}")
+                   f"embedded by the {done['gallery_embedding']} in {android_dir}")
     click.echo(f"saved to {report['out_dir']} (model.json, export_report.json)")
     failed = failure_message(report)
     if failed:

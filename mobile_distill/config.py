@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import yaml
 
 from .errors import ConfigError
+from .losses import BRIDGE_LOSSES
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class TrainConfig:
     # distillation (a student run: --teacher PATH --distill NAME:WEIGHT ...)
     teacher: str = field(default="", metadata={"help": "teacher: a checkpoint, timm:NAME, tv:NAME, py:module:function or FILE.onnx; makes this a distillation run"})
     distill: Tuple[str, ...] = field(default=(), metadata={"help": "NAME:WEIGHT[:key=value,...], repeatable (absolute, relative, rkd, relaxed, darkrank, hint, attention)"})
+    compatible: bool = field(default=False, metadata={"help": "the student serves a teacher-embedded index (phone queries, server gallery): export also gates Recall@1 of each file's queries against the teacher's gallery; needs a loss that ties the two spaces (absolute, contrastive or prototype)"})
     teacher_view: str = field(default="augmented", metadata={"help": "teacher input: augmented (the student's crop) or clean (un-augmented image)"})
     teacher_cache: bool = field(default=False, metadata={"help": "compute the teacher's embeddings once and reuse them every epoch: of cache_views replayed augmented views per image (teacher_view augmented) or of the clean view"})
     cache_views: int = field(default=8, metadata={"help": "augmented views per image in the teacher cache (replayed crops: the student trains on exactly these views)"})
@@ -212,6 +214,9 @@ def _validate(cfg: TrainConfig) -> None:
         if cfg.teacher_view != "clean" or cfg.mixup:
             raise ConfigError("precomputed embeddings teach on the clean images only: pass --teacher-view clean "
                               "(and no --mixup); the student still trains on augmented crops")
+    if cfg.compatible and not any(str(d).split(":")[0] in BRIDGE_LOSSES for d in cfg.distill):
+        raise ConfigError("--compatible needs a loss that ties the student's space to the teacher's: add "
+                          "--distill contrastive:1 (or absolute / prototype)")
     if cfg.loss == "none" and not cfg.distill:
         raise ConfigError("loss none (pure distillation) needs at least one --distill loss")
     if cfg.unlabeled and not cfg.distill:

@@ -124,3 +124,135 @@ def test_gallery_model_refusals_are_one_line(distilled, tmp_path):
     assert "24; no recorded projection joins them" in proc.stderr
     proc = run_cli("eval", "--gallery-model", str(teacher), check=False)
     assert proc.returncode == 2 and "give exactly one of CHECKPOINT" in proc.stderr
+
+
+# ---------------------------------------------------------------- the gate of a compatible student
+
+
+def test_gate_checks_the_teacher_gallery_drop_that_the_other_figures_miss():
+    """An int8-like file whose queries all gained one common offset: its own search and its search
+    of the PyTorch gallery rank exactly as PyTorch does (the other figures pass), but against a
+    teacher gallery whose class-1 images lean towards that offset, its class-0 queries go wrong."""
+    import numpy as np
+
+    from mobile_distill.export.parity import ServerGallery, gate
+
+    g = torch.Generator().manual_seed(0)
+    labels = np.array([0] * 4 + [1] * 4)
+    e = torch.eye(4)
+    noise = 0.05 * torch.randn(8, 4, generator=g) * torch.tensor([1.0, 1.0, 0.0, 1.0])  # none along e2
+    reference = F.normalize(torch.cat([e[0].expand(4, 4), e[1].expand(4, 4)]) + noise, dim=1)
+    exported = F.normalize(reference + 3 * e[2], dim=1)
+    teacher = torch.cat([e[0].expand(4, 4), F.normalize(e[1] + 2 * e[2], dim=0).expand(4, 4)]) + noise
+    server = ServerGallery(teacher, Bridge(), "teacher.pt")
+    plain = gate(reference.numpy(), exported.numpy(), labels, "int8")
+    served = gate(reference.numpy(), exported.numpy(), labels, "int8", server=server)
+    assert plain.passed and plain.figures["recall@1_drop"] == 0 and plain.figures["asymmetric_recall@1_drop"] == 0
+    assert served.figures["teacher_gallery_recall@1_pytorch"] == 100.0
+    assert served.figures["teacher_gallery_recall@1"] == 50.0  # every class-0 query finds a class-1 image
+    assert served.failures == ["Recall@1 drop against the teacher's gallery (the server's index this compatible "
+                               "student searches) 50.00 points > 1.0"]
+    fp32 = gate(reference.numpy(), exported.numpy(), labels, "float32", server=server)  # float32 gates on cosine
+    assert len(fp32.failures) == 1 and fp32.failures[0].startswith("cosine min")
+
+
+@pytest.fixture(scope="module")
+def compatible(tmp_path_factory):
+    """A student trained with --compatible (contrastive against its teacher's embeddings), of the
+    teacher's embedding size."""
+    root = tmp_path_factory.mktemp("compat")
+    shapes = make_shapes_dataset(root / "shapes")
+    run_cli("train", *tiny_train_args(shapes, root / "teacher", model="resnet18", **{"embedding-dim": 32}))
+    teacher = root / "teacher" / "tiny" / "last.pt"
+    args = tiny_train_args(shapes, root / "student", name="student", teacher=str(teacher), model="resnet18",
+                           **{"teacher-image-size": 32, "epochs": 12, "embedding-dim": 32})  # the app needs no projection
+    run_cli("train", *args, "--distill", "contrastive:1:queue=32", "--distill", "absolute:1", "--compatible")
+    return teacher, root / "student" / "student" / "last.pt"
+
+
+def test_export_of_a_compatible_student_gates_its_search_of_the_teacher_gallery(compatible, tmp_path):
+    teacher, student = compatible
+    out = tmp_path / "export"
+    proc = run_cli("export", str(student), "--format", "onnx", "--format", "tflite", "--precision", "onnx:float32",
+                   "--precision", "tflite:int8", "--out", str(out), "--parity-samples", "0")
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["teacher_gallery"] == str(teacher)
+    direct = evaluate_asymmetric(student, str(teacher))["asymmetric"]["recall@1"]  # every test image, as the gate
+    assert report["teacher_gallery_recall@1_pytorch"] == pytest.approx(100 * direct, abs=1e-6)
+    for row in report["rows"]:
+        p = row["parity"]
+        assert p["teacher_gallery_recall@1_drop"] == pytest.approx(
+            p["teacher_gallery_recall@1_pytorch"] - p["teacher_gallery_recall@1"])
+    assert "R@1 teacher gallery" in proc.stdout and f"against {teacher}'s embeddings" in proc.stdout
+    off = run_cli("export", str(student), "--format", "onnx", "--out", str(tmp_path / "off"), "--parity-samples", "0",
+                  "--teacher-gallery", "off", "--quiet")
+    assert "teacher gallery" not in off.stdout
+    assert "teacher_gallery" not in json.loads((tmp_path / "off" / "export_report.json").read_text())
+
+
+def test_a_compatible_student_without_its_teacher_is_refused_before_anything_is_written(compatible, tmp_path):
+    teacher, student = compatible
+    moved = tmp_path / "elsewhere.pt"
+    teacher.rename(moved)
+    try:
+        proc = run_cli("export", str(student), "--format", "onnx", "--out", str(tmp_path / "x"), check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert f"its teacher {teacher} is not there: pass --teacher-gallery PATH" in proc.stderr, proc.stderr
+        assert not (tmp_path / "x").exists()
+        ok = run_cli("export", str(student), "--format", "onnx", "--out", str(tmp_path / "y"), "--parity-samples", "0",
+                     "--teacher-gallery", str(moved), "--quiet")
+        assert json.loads((tmp_path / "y" / "export_report.json").read_text())["teacher_gallery"] == str(moved)
+        assert "R@1 teacher gallery" in ok.stdout
+    finally:
+        moved.rename(teacher)
+
+
+def test_compatible_needs_a_loss_that_ties_the_spaces():
+    from mobile_distill.config import make_config
+
+    with pytest.raises(ConfigError, match="--compatible needs a loss that ties"):
+        make_config(teacher="t.pt", distill=["relative:1"], compatible=True)
+
+
+def test_android_assets_with_a_teacher_embedded_gallery(compatible, tmp_path):
+    """The app's gallery as the server's index: the teacher's embeddings of the original images
+    (at the teacher's size), and gallery.json says who embedded it."""
+    import numpy as np
+
+    from mobile_distill.export.android import gallery_samples
+    from mobile_distill.export.api import embed
+    from mobile_distill.export.prepare import load_images
+    from mobile_distill.teacher_sources import load_teacher
+
+    teacher, student = compatible
+    assets = tmp_path / "assets"
+    proc = run_cli("export", str(student), "--format", "tflite", "--precision", "tflite:float32", "--out",
+                   str(tmp_path / "exp"), "--parity-samples", "0", "--android", str(assets), "--gallery-model", "teacher",
+                   "--quiet")
+    assert f"gallery images embedded by the teacher {teacher} in" in proc.stdout, proc.stdout
+    gallery = json.loads((assets / "gallery.json").read_text())
+    assert gallery["embedding"] == {"kind": "teacher", "model": str(teacher), "centred": False}
+    card = json.loads((assets / "model.json").read_text())["model"]
+    assert card["teacher_index"]["compatible"] is True and card["teacher_index"]["gallery_centre"] is None
+    rows = np.fromfile(assets / "gallery_embeddings.f32", dtype="<f4").reshape(gallery["count"], gallery["dim"])
+    samples, source = gallery_samples(card["dataset"]["spec"])
+    assert gallery["count"] == len(samples) > 8
+    expected = embed(load_teacher(str(teacher)).model, load_images([(p, 0) for p, _ in samples], 32, source))
+    np.testing.assert_allclose(rows, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-6)
+
+    # a model that never had a teacher (here the teacher itself) has no server index to search
+    proc = run_cli("export", str(teacher), "--format", "tflite", "--precision", "tflite:float32",
+                   "--out", str(tmp_path / "exp2"), "--parity-samples", "0", "--android", str(tmp_path / "a2"),
+                   "--gallery-model", "teacher", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "was not distilled from a teacher, so its queries cannot search a teacher's index" in proc.stderr
+
+
+def test_android_teacher_gallery_refuses_a_student_that_needs_a_projection(distilled, tmp_path):
+    shapes, teacher, run = distilled  # 16 numbers against the teacher's 32
+    proc = run_cli("export", str(run / "last.pt"), "--format", "tflite", "--precision", "tflite:float32", "--out",
+                   str(tmp_path / "exp"), "--parity-samples", "0", "--android", str(tmp_path / "assets"),
+                   "--gallery-model", "teacher", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "through a train-time projection [32, 16], which the app does not apply" in proc.stderr, proc.stderr
+    assert not (tmp_path / "assets").exists() and not (tmp_path / "exp").exists()  # refused before the export

@@ -15,6 +15,8 @@ from mobile_distill.errors import ConfigError, RegistryError
 from mobile_distill.losses import create_loss
 from mobile_distill.losses.absolute import AbsoluteLoss
 from mobile_distill.losses.attention import AttentionTransferLoss
+from mobile_distill.losses.contrastive import ContrastiveLoss
+from mobile_distill.losses.prototype import PrototypeLoss
 from mobile_distill.losses.combine import (WeightedSum, build_distill_losses, collect_features,
                                            distill_loss_names, parse_distill_spec)
 from mobile_distill.losses.darkrank import DarkRankLoss
@@ -234,9 +236,73 @@ def case_attention():
     return [(value, ref_attention(fs, ft), fs)]
 
 
+def ref_contrastive(s, t, labels, tau, keys=(), key_labels=(), hard=0, mask=False):
+    """Per query: -log softmax of its own teacher embedding among the kept keys, by loops."""
+    s = [v / v.norm() for v in s]
+    t = [v / v.norm() for v in t]
+    total = 0.0
+    for i in range(len(s)):
+        def kept(label):
+            return not (mask and labels[i] >= 0 and label == labels[i])
+        scores = [s[i] @ t[i]] + [s[i] @ t[j] for j in range(len(t)) if j != i and kept(labels[j])]
+        extra = sorted((s[i] @ k for k, y in zip(keys, key_labels) if kept(y)), key=float, reverse=True)
+        scores += extra[:hard] if hard else extra
+        total = total - scores[0] / tau + torch.log(sum(torch.exp(x / tau) for x in scores))
+    return total / len(s)
+
+
+def case_contrastive():
+    labels = torch.tensor([0, 0, 1, 1, -1, -1])
+    s, t = leaf(emb(B, D, 24)), emb(B, D, 25)
+    plain = (ContrastiveLoss(D, D, temperature=0.1)(s, t)["contrastive"], ref_contrastive(s, t, [-1] * B, 0.1), [s])
+    # a queue of 4: the first batch fills it with its last 4 teacher rows; the second batch mines its
+    # 2 hardest queue keys and masks its own class in both the batch and the queue
+    loss = ContrastiveLoss(D, D, temperature=0.2, queue=4, hard=2, mask_same_class=True).double()
+    t1, labels1 = emb(B, D, 26), torch.tensor([1, 2, 3, 0, 1, -1])
+    loss(emb(B, D, 27), t1, labels=labels1)
+    keys = [v / v.norm() for v in t1[-4:]]
+    s2, t2 = leaf(emb(B, D, 28)), emb(B, D, 29)
+    queued = (loss(s2, t2, labels=labels)["contrastive"],
+              ref_contrastive(s2, t2, labels.tolist(), 0.2, keys, labels1[-4:].tolist(), hard=2, mask=True), [s2])
+    proj = ContrastiveLoss(4, D, temperature=0.1).double()
+    s3 = leaf(torch.randn(B, 4, generator=_gen(30), dtype=torch.float64))
+    w = proj.projection.weight
+    projected = (proj(s3, t)["contrastive"], ref_contrastive([w @ v for v in s3], t, [-1] * B, 0.1), [s3, w])
+    return [plain, queued, projected]
+
+
+def ref_prototype(s, t, labels, tau):
+    rows = [i for i in range(len(s)) if labels[i] >= 0]
+    classes = sorted({labels[i] for i in rows})
+    prototypes = []
+    for c in classes:
+        mean = sum(t[i] / t[i].norm() for i in rows if labels[i] == c)
+        prototypes.append(mean / mean.norm())
+    total = 0.0
+    for i in rows:
+        q = s[i] / s[i].norm()
+        scores = [q @ p / tau for p in prototypes]
+        total = total - scores[classes.index(labels[i])] + torch.log(sum(torch.exp(x) for x in scores))
+    return total / len(rows)
+
+
+def case_prototype():
+    labels = torch.tensor([2, 0, 2, 0, 5, -1])
+    s, t = leaf(emb(B, D, 31)), emb(B, D, 32)
+    plain = (PrototypeLoss(D, D, temperature=0.1)(s, t, labels=labels)["prototype"],
+             ref_prototype(s, t, labels.tolist(), 0.1), [s])
+    proj = PrototypeLoss(4, D).double()
+    s2 = leaf(torch.randn(B, 4, generator=_gen(33), dtype=torch.float64))
+    w = proj.projection.weight
+    projected = (proj(s2, t, labels=labels)["prototype"], ref_prototype([w @ v for v in s2], t, labels.tolist(), 0.05),
+                 [s2, w])
+    return [plain, projected]
+
+
 REFERENCE_CASES = {
     "absolute": case_absolute, "relative": case_relative, "rkd": case_rkd, "relaxed": case_relaxed,
-    "darkrank": case_darkrank, "hint": case_hint, "attention": case_attention,
+    "darkrank": case_darkrank, "hint": case_hint, "attention": case_attention, "contrastive": case_contrastive,
+    "prototype": case_prototype,
 }
 
 
@@ -531,3 +597,52 @@ def test_end_to_end_on_tiny_models():
     assert torch.isfinite(out["loss"])
     grads = [p.grad for p in list(student.parameters()) + list(objective.parameters()) if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+# ---------------------------------------------------------------- contrastive, prototype
+
+
+def test_contrastive_queue_is_a_fifo_filled_in_training_only():
+    loss = ContrastiveLoss(D, D, queue=8).double()
+    batches = [emb(B, D, 40 + i) for i in range(3)]
+    loss.eval()
+    loss(emb(B, D, 39), batches[0])
+    assert int(loss.queue_size) == 0  # evaluation never enqueues
+    loss.train()
+    for t in batches:
+        loss(emb(B, D, 39), t)
+    assert int(loss.queue_size) == 8 and int(loss.queue_next) == (3 * B) % 8
+    newest = torch.cat(batches)[-8:]  # the 8 newest keys, wherever the ring put them
+    held = loss.queue_keys
+    assert all(any(torch.allclose(k, F.normalize(v, dim=0)) for k in held) for v in newest)
+
+
+def test_contrastive_of_a_student_equal_to_its_teacher_is_near_zero_and_refuses_bad_options():
+    t = emb(16, D, 44)
+    assert float(ContrastiveLoss(D, D, temperature=0.01)(t.clone(), t)["contrastive"]) < 1e-3
+    for kwargs, match in (({"temperature": 0}, "temperature"), ({"queue": -1}, "queue"),
+                          ({"hard": 4}, "hard negatives are mined in the queue")):
+        with pytest.raises(ConfigError, match=match):
+            ContrastiveLoss(D, D, **kwargs)
+
+
+def test_prototype_needs_two_labelled_classes_and_labels():
+    s = leaf(emb(B, D, 45))
+    one_class = PrototypeLoss(D, D)(s, emb(B, D, 46), labels=torch.tensor([3, 3, -1, -1, -1, -1]))["prototype"]
+    assert float(one_class) == 0.0 and torch.autograd.grad(one_class, s)[0].abs().sum() == 0
+    with pytest.raises(ConfigError, match="labels"):
+        PrototypeLoss(D, D)(s, emb(B, D, 46))
+
+
+def test_weighted_sum_gives_label_reading_losses_the_labelled_rows_only():
+    seen = {}
+
+    class Spy(PrototypeLoss):
+        def compute_loss(self, s_emb, t_emb, s_feats=None, t_feats=None, labels=None):
+            seen["labels"] = labels.clone()
+            return super().compute_loss(s_emb, t_emb, labels=labels)
+
+    objective = WeightedSum(None, [(1.0, Spy(D, D))])
+    labels, mask = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([True, True, True, True, False, False])
+    objective(emb(B, D, 47), labels, emb(B, D, 48), labeled_mask=mask)
+    assert seen["labels"].tolist() == [0, 0, 1, 1, -1, -1]

@@ -76,9 +76,51 @@ def check_assets_dir(assets: Path) -> None:
                           "(android_demo/app/src/main/assets) or a new folder")
 
 
+def check_gallery_model(spec: str, index: Optional[Dict], what: str) -> None:
+    """Refuse a teacher-embedded app gallery that the student's queries cannot search: no teacher,
+    or a train-time projection (``index``: the card's ``teacher_index``, None without a teacher)."""
+    if spec == "student":
+        return
+    if index is None:
+        raise ExportError(f"--gallery-model {spec}: {what} was not distilled from a teacher, so its queries cannot "
+                          "search a teacher's index; use --gallery-model student")
+    if index.get("query_projection"):
+        raise ExportError(f"--gallery-model {spec}: this student meets its teacher through a train-time projection "
+                          f"{index['query_projection']}, which the app does not apply; train it with --embedding-dim "
+                          "equal to the teacher's, or use --gallery-model student")
+
+
+def teacher_embedder(export_dir: Path, card: Dict, spec: str):
+    """A function (image paths) -> the server's index rows: ``spec`` ("teacher": the student's own
+    teacher) embeds each original image at its own size, centred as the student's training
+    centred the teacher's targets (``teacher_index`` in the card), so the app's query, the exported
+    student's embedding, is scored against it by a plain cosine. Returns (embed, what, centred)."""
+    import torch
+
+    from ..asymmetric import Bridge
+    from ..teacher_sources import TeacherOptions, load_teacher
+    from .prepare import embed, load_images
+
+    index = card["model"].get("teacher_index")
+    check_gallery_model(spec, index, f"the model in {export_dir}")
+    model = card["model"]["teacher"]["path"] if spec == "teacher" else spec
+    source = load_teacher(model, TeacherOptions())
+    size = int(source.model.image_size)
+    centre = index.get("gallery_centre")
+    bridge = Bridge(centre=torch.tensor(centre) if centre is not None else None)
+
+    def rows(paths, dataset_name):
+        images = load_images([(p, 0) for p in paths], size, dataset_name)
+        return bridge.gallery(torch.from_numpy(embed(source.model, images))).numpy()
+
+    return rows, model, centre is not None
+
+
 def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision: str = "float32",
-                         limit: Optional[int] = None) -> Dict:
-    """Copy the TFLite file + model card into ``assets`` and build the gallery with that file."""
+                         limit: Optional[int] = None, gallery_model: str = "student") -> Dict:
+    """Copy the TFLite file + model card into ``assets`` and build the gallery: with that file
+    (``gallery_model="student"``), or as the server's index a compatible student searches, with its
+    teacher (``"teacher"``) or another model (a spec ``load_teacher`` takes)."""
     from ..runtime.tflite import TfliteRunner
 
     check_assets_dir(assets)
@@ -87,6 +129,7 @@ def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision
     if artifact is None:
         raise ExportError(f"no {precision} TFLite file passed the export in {export_dir}; "
                           "the Android assets need one (--format tflite)")
+    server = teacher_embedder(export_dir, card, gallery_model) if gallery_model != "student" else None
     samples, source = gallery_samples(gallery)
     samples = samples[:limit] if limit else samples
     assets.mkdir(parents=True, exist_ok=True)
@@ -105,14 +148,20 @@ def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision
         Image.fromarray(small).save(thumbs / name)
         rows.append(runner(small[None])[0].astype("<f4"))  # the same bytes as to_input(small, spec)
         items.append({"name": Path(path).stem, "label": label, "image": f"gallery/{name}"})
+    embedding = {"kind": "student", "model": artifact["file"], "centred": False}
+    if server is not None:
+        embed_rows, model, centred = server
+        rows = list(embed_rows([path for path, _ in samples], source))
+        embedding = {"kind": "teacher", "model": model, "centred": centred}
     shutil.copyfile(export_dir / artifact["file"], assets / artifact["file"])
     with atomic_path(assets / "gallery_embeddings.f32") as tmp:
         np.stack(rows).astype("<f4").tofile(tmp)
     write_json_atomic(assets / "gallery.json", {"count": len(items), "dim": int(rows[0].shape[0]),
-                                                "source": source, "items": items})
+                                                "source": source, "embedding": embedding, "items": items})
     write_json_atomic(assets / "model.json", {"model": card["model"], "artifact": artifact,
                                               "preprocess": PREPROCESS_RULE})
-    return {"assets": str(assets), "model": artifact["file"], "gallery_images": len(items)}
+    what = "student" if server is None else f"teacher {embedding['model']}" + (", centred" if embedding["centred"] else "")
+    return {"assets": str(assets), "model": artifact["file"], "gallery_images": len(items), "gallery_embedding": what}
 
 
 def write_golden(out: Path, image_paths: Sequence[str], specs: Sequence[InputSpec], dataset: str = "",

@@ -22,11 +22,12 @@ from ..models.timm_nets import deploy_form
 from ..utils.provenance import provenance
 from ..utils.io import path_digest, remove_path as _remove, write_json_atomic
 from . import formats as fmt_registry
+from . import server as server_mod
 from .manifest import Manifest, staging_path
 from .metadata import build_card, embedded_document
 from .parity import ExportError, Thresholds, check_not_degenerate, gate, recall_at_1
-from .prepare import (ExportModule, InputSpec, load_images, pick_calibration_samples,
-                      pick_parity_samples)
+from .prepare import (ExportModule, InputSpec, embed, load_images, pick_calibration_samples,  # noqa: F401
+                      pick_parity_samples)  # embed: re-exported
 
 
 def export(
@@ -49,6 +50,7 @@ def export(
     model=None,
     weights: Optional[str | Path] = None,
     contract=None,
+    teacher_gallery: str = "auto",
 ) -> Dict:
     """Export a trained checkpoint, or a model trained elsewhere, and prove each file against PyTorch.
 
@@ -73,6 +75,9 @@ def export(
             embeddings; ``data`` is then required (``export/outside.py``).
         weights: with ``model``: a state dict or ``.safetensors`` file to load into it.
         contract: with ``model``: an ``outside.Contract`` (image size, mean, std) overriding the model's own.
+        teacher_gallery: ``auto`` (a student trained with ``compatible: true``: every file's queries are
+            also gated against its teacher's gallery of the gate's images), ``off``, or the model that
+            embeds the server's index (a checkpoint, ``timm:``, ``tv:``, ``py:`` or ONNX file).
 
     Returns:
         The report dict that is also written to ``export_report.json`` (``passed`` is False when
@@ -123,6 +128,11 @@ def export(
     collapsed = check_not_degenerate(reference, thresholds, what)
     if collapsed:
         raise ExportError(f"refusing to export: {collapsed}")
+    server_spec = server_mod.wanted(ckpt, teacher_gallery)
+    server = server_mod.server_gallery(ckpt, server_spec, parity, dataset.name, log) if server_spec else None
+    if server is not None:  # also refuses, before anything is written, sizes no recorded projection joins
+        server_r1 = server.recall_at_1(reference, labels)
+        log(f"PyTorch's queries against {server.name}'s gallery: Recall@1 {server_r1:.2f} (each file is gated on its drop)")
 
     if model is not None:  # OUT/source/NAME.pt: verify and bench rebuild the model from it
         from ..checkpoint import save_checkpoint
@@ -145,7 +155,7 @@ def export(
             log(f"{fmt} {precision}: converting")
             rows.append(_export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name,
                                     images, labels, reference, calib, thresholds, keep_failed,
-                                    calibration, probe, log, manifest))
+                                    calibration, probe, log, manifest, server))
             log(f"{fmt} {precision}: {rows[-1]['status']}")
 
     report = {
@@ -159,6 +169,7 @@ def export(
         "mixed_precision": mixed_precision,
         "reparameterized_blocks": folded,
         "pytorch_recall@1": 100 * recall_at_1(reference, labels),
+        **({"teacher_gallery": server.name, "teacher_gallery_recall@1_pytorch": server_r1} if server else {}),
         "thresholds": thresholds.as_dict(),
         "rows": rows,
         "passed": all(r["status"] != "failed" for r in rows),
@@ -206,14 +217,6 @@ def float_reference(ckpt, checkpoint: Path):
     return model_from_checkpoint(reference_checkpoint(ckpt), f"{checkpoint} (its float reference)").eval()
 
 
-def embed(net, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """PyTorch's embeddings of (N, H, W, 3) uint8 images: what every exported file is gated against.
-    In batches: the whole test split in one forward took 16 GB for the Lite0 teacher at 112 px."""
-    with torch.no_grad():
-        return np.concatenate([net(torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2).float().div(255)).numpy()
-                               for i in range(0, len(images), batch_size)])
-
-
 def _resolve_precisions(modules: Mapping, requested: Mapping[str, Sequence[str]]) -> Dict[str, List[str]]:
     out = {}
     for fmt, module in modules.items():
@@ -253,7 +256,8 @@ class _Probe:
 
 
 def _export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name, images, labels,
-                reference, calib, thresholds, keep_failed, calibration, probe, log, manifest: Manifest) -> Dict:
+                reference, calib, thresholds, keep_failed, calibration, probe, log, manifest: Manifest,
+                server=None) -> Dict:
     final = out_dir / f"{name}_{precision}{module.SUFFIX}"
     staging = staging_path(final)  # private to this process: exports may run side by side
     row = {"format": fmt, "precision": precision, "file": final.name, "input": spec.describe(),
@@ -266,11 +270,12 @@ def _export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name,
             row["details"] = module.convert(wrapped, spec, precision, staging, embedded_document(card, row), calib,
                                             calibration=calibration)
             row["convert_s"] = round(time.perf_counter() - start, 2)
-            check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage)
+            check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage,
+                       server)
             if row["failures"] and probe is not None and precision in getattr(module, "MIXED_PRECISIONS", ()):
                 stage["name"] = "mixed-precision search"
                 _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, calibration, probe,
-                             net, images, labels, reference, thresholds, log, stage)
+                             net, images, labels, reference, thresholds, log, stage, server)
         except Exception as e:  # a converter's own error becomes this row's ✗, the other rows go on
             record_exception(row, stage, e)
         if not row["failures"]:
@@ -301,7 +306,8 @@ def record_exception(row: Dict, stage: Dict, e: Exception) -> None:
     row["failed_stage"] = stage["name"]
 
 
-def check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage) -> None:
+def check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage,
+               server=None) -> None:
     """Run the staged file on the test images and gate it (and the format's structural checks);
     ``stage["name"]`` follows along, so an exception names the step it came from."""
     row["failures"], row["parity"] = [], {}
@@ -311,7 +317,7 @@ def check_file(row, module, staging, net, spec, precision, images, labels, refer
     if note:
         row["parity_note"] = note
     stage["name"] = "parity gate"
-    result = gate(reference, exported, labels, precision, thresholds)
+    result = gate(reference, exported, labels, precision, thresholds, server)
     row["parity"], row["failures"] = result.figures, result.failures
     if hasattr(module, "cross_check"):
         stage["name"] = "cross-check"
@@ -326,7 +332,7 @@ def check_file(row, module, staging, net, spec, precision, images, labels, refer
 
 
 def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, calibration, probe, net,
-                 images, labels, reference, thresholds, log, stage) -> None:
+                 images, labels, reference, thresholds, log, stage, server=None) -> None:
     """The all-quantised file failed: keep its figures as ``post_training`` and search for the
     fewest float ops whose file passes the gate at half its allowed loss on training images, then
     gate that on the test images."""
@@ -353,7 +359,7 @@ def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, ca
             f"allowed loss) on "
             f"{len(probe.images)} training images (tried {len(details['mixed_search'])})"]
         return
-    check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage)
+    check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage, server)
 
 
 def _size(path: Path) -> int:

@@ -34,6 +34,21 @@ def _test_recall(ckpt: Dict[str, Any], checkpoint: Path) -> Dict[str, float]:
     return {k[len("test_"):]: v for k, v in last.items() if k.startswith("test_recall@")}
 
 
+def teacher_index(ckpt: Dict[str, Any]) -> Dict[str, Any]:
+    """How this student's queries search an index its teacher embedded (the server's side): the
+    centre its absolute loss subtracted from the teacher's embeddings, which the server must
+    subtract from its own (then L2-normalise again), and the shape of a train-time query projection
+    (kept in the checkpoint, not in the files: the students of the built-in recipes need none)."""
+    from ..asymmetric import bridge_from_checkpoint
+
+    bridge = bridge_from_checkpoint(ckpt)
+    return {"compatible": bool(ckpt.get("config", {}).get("compatible")),
+            "gallery_centre": [float(v) for v in bridge.centre] if bridge.centre is not None else None,
+            "query_projection": list(bridge.projection.shape) if bridge.projection is not None else None,
+            "rule": "gallery = normalize(normalize(teacher(x)) - gallery_centre) (no centre: normalize(teacher(x))); "
+                    "query = the student's embedding; score = cosine"}
+
+
 def build_card(ckpt: Dict[str, Any], checkpoint: str | Path, out_dir: Optional[str | Path] = None) -> Dict[str, Any]:
     """What a consumer needs to know about the model, independent of format.
 
@@ -60,6 +75,7 @@ def build_card(ckpt: Dict[str, Any], checkpoint: str | Path, out_dir: Optional[s
         "source_checkpoint": {"file": checkpoint.name, "path": rel, "sha256": file_digest(checkpoint),
                               "epoch": ckpt.get("epoch")},
         "teacher": ckpt.get("teacher"),
+        **({"teacher_index": teacher_index(ckpt)} if ckpt.get("teacher") else {}),
         "losses": ckpt.get("losses"),
         "dataset": {**(ckpt.get("data") or {}), "spec": cfg.get("data")},
         "test_metrics": _test_recall(ckpt, checkpoint),

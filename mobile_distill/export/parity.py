@@ -61,6 +61,24 @@ class Thresholds:
 
 
 @dataclass
+class ServerGallery:
+    """A gallery another model embedded (the teacher: the server's index) of the gate's images, and
+    the bridge the student's training recorded (``asymmetric.Bridge``); a compatible student's
+    queries are gated on how they search it."""
+
+    embeddings: torch.Tensor  # (N, D_gallery), the same images in the same order as the gate's
+    bridge: object
+    name: str
+
+    def recall_at_1(self, queries: np.ndarray, labels: np.ndarray) -> float:
+        from ..asymmetric import asymmetric_metrics
+
+        m = asymmetric_metrics(torch.as_tensor(queries).float(), self.embeddings, torch.as_tensor(labels),
+                               self.bridge, ks=(1,), who="the student", gallery_who=self.name)
+        return 100 * float(m["recall@1"])
+
+
+@dataclass
 class ParityResult:
     passed: bool
     figures: Dict[str, float]
@@ -106,8 +124,10 @@ def recall_at_1(emb: np.ndarray, labels: np.ndarray, gallery: Optional[np.ndarra
                                    gallery=g)["recall@1"])
 
 
-def compare(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, eps: float = 0.01) -> Dict[str, float]:
-    """Parity figures of ``exported`` against ``reference`` embeddings of the same images."""
+def compare(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, eps: float = 0.01,
+            server: Optional[ServerGallery] = None) -> Dict[str, float]:
+    """Parity figures of ``exported`` against ``reference`` embeddings of the same images (and, with
+    ``server``, of both as queries against the teacher-embedded gallery)."""
     ref = torch.as_tensor(reference, dtype=torch.float64)
     out = torch.as_tensor(exported, dtype=torch.float64)
     lab = torch.as_tensor(labels)
@@ -119,7 +139,13 @@ def compare(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, eps
     rows = torch.arange(len(lab))
     # how much worse PyTorch finds the exported file's neighbour than its own (0 when the same)
     regret = sims_ref[rows, top_ref] - sims_ref[rows, top_out]
+    served = {}
+    if server is not None:
+        r1_server_ref, r1_server = server.recall_at_1(reference, labels), server.recall_at_1(exported, labels)
+        served = {"teacher_gallery_recall@1_pytorch": r1_server_ref, "teacher_gallery_recall@1": r1_server,
+                  "teacher_gallery_recall@1_drop": r1_server_ref - r1_server}
     return {
+        **served,
         "images": int(ref.shape[0]),
         "cosine_min": float(cos.min()),
         "cosine_mean": float(cos.mean()),
@@ -138,8 +164,10 @@ def compare(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, eps
 
 
 def gate(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, precision: str,
-         thresholds: Thresholds = Thresholds()) -> ParityResult:
-    """Compare and apply the thresholds for ``precision``. A shape or dtype mismatch always fails."""
+         thresholds: Thresholds = Thresholds(), server: Optional[ServerGallery] = None) -> ParityResult:
+    """Compare and apply the thresholds for ``precision``. A shape or dtype mismatch always fails.
+    With ``server`` (a compatible student), the drop of Recall@1 against the teacher's gallery is
+    gated like the other drops."""
     if exported.shape != reference.shape or exported.dtype != np.float32:
         return ParityResult(False, {}, [f"output {exported.dtype}{list(exported.shape)} does not match "
                                         f"PyTorch's float32{list(reference.shape)}"])
@@ -147,7 +175,7 @@ def gate(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, precis
     if bad.any():
         return ParityResult(False, {}, [f"output contains NaN or infinity in {int(bad.sum())} of {len(bad)} rows "
                                         f"(first: row {int(np.argmax(bad))})"])
-    fig = compare(reference, exported, labels, thresholds.agreement_eps)
+    fig = compare(reference, exported, labels, thresholds.agreement_eps, server)
     failures = []
     collapsed = check_not_degenerate(exported, thresholds, "the exported model")
     if collapsed:
@@ -162,8 +190,10 @@ def gate(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, precis
     max_drop = thresholds.int8_recall_drop if int8 else thresholds.float16_recall_drop
     min_agreement = thresholds.int8_top1_agreement if int8 else thresholds.float16_top1_agreement
     for key, what in (("recall@1_drop", "Recall@1 drop"), ("asymmetric_recall@1_drop", "asymmetric Recall@1 drop "
-                                                                                      "(queries against a PyTorch gallery)")):
-        if fig[key] > max_drop:
+                                                                                      "(queries against a PyTorch gallery)"),
+                      ("teacher_gallery_recall@1_drop", "Recall@1 drop against the teacher's gallery (the server's "
+                                                        "index this compatible student searches)")):
+        if fig.get(key, 0.0) > max_drop:
             failures.append(f"{what} {fig[key]:.2f} points > {max_drop}")
     if fig["top1_agreement_eps"] < min_agreement:
         failures.append(f"top-1 neighbour agreement {fig['top1_agreement_eps']:.3f} < {min_agreement} "

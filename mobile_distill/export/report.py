@@ -17,8 +17,9 @@ def _mark(row: Dict) -> str:
 
 
 def format_report(report: Dict) -> str:
+    served = "teacher_gallery" in report  # a compatible student: its queries against the teacher's gallery
     header = ["format", "precision", "size MB", "cos min", "cos mean", "R@1 export", "R@1 torch", "drop", "asym R@1",
-              "asym drop", "top-1 agree(ε)", "status"]
+              "asym drop", *(["R@1 teacher gallery", "its drop"] if served else []), "top-1 agree(ε)", "status"]
     body: List[List[str]] = []
     for r in report["rows"]:
         p = r.get("parity") or {}
@@ -26,13 +27,18 @@ def format_report(report: Dict) -> str:
         body.append([r["format"], r["precision"], _mb(r), f("cosine_min", ".6f"), f("cosine_mean", ".6f"),
                      f("recall@1_export", ".2f"), f("recall@1_pytorch", ".2f"), f("recall@1_drop", ".2f"),
                      f("asymmetric_recall@1", ".2f"), f("asymmetric_recall@1_drop", ".2f"),
+                     *([f("teacher_gallery_recall@1", ".2f"), f("teacher_gallery_recall@1_drop", ".2f")]
+                       if served else []),
                      f("top1_agreement_eps", ".3f"), _mark(r)])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     out = [f"parity on {report['parity_images']} {report['dataset']} test images "
            f"(PyTorch Recall@1 {report['pytorch_recall@1']:.2f}); int8 calibrated on "
            f"{report['calibration_images']} training images; asym = exported queries against the PyTorch "
-           f"gallery; ε = {report['thresholds'].get('agreement_eps', '-')} cosine", line(header), line(["-" * w for w in widths])]
+           f"gallery; ε = {report['thresholds'].get('agreement_eps', '-')} cosine"
+           + (f"; teacher gallery = the file's queries against {report['teacher_gallery']}'s embeddings of the same "
+              f"images, the server's index (PyTorch's queries: {report['teacher_gallery_recall@1_pytorch']:.2f})"
+              if served else ""), line(header), line(["-" * w for w in widths])]
     out += [line(b) for b in body]
     notes = []
     for r in report["rows"]:

@@ -49,7 +49,8 @@ class MainActivity : Activity() {
             assets = a
             threads = intent.getIntExtra(BenchmarkMode.EXTRA_THREADS, THREADS)  // adb shell am start --ei mdistill.threads N
             embedder = LiteRtEmbedder(a.model(), threads)
-            status.text = "${a.card.architecture}, ${a.gallery.items.size} gallery images, $threads thread(s)"
+            val by = if (a.gallery.embedding.isTeacher) "teacher-embedded (server index)" else "student-embedded"
+            status.text = "${a.card.architecture}, ${a.gallery.items.size} $by gallery images, $threads thread(s)"
         } catch (e: Exception) {
             status.setText(R.string.no_assets)
         }

@@ -8,11 +8,25 @@ import java.nio.ByteOrder
 data class GalleryItem(val name: String, val label: String, val image: String)
 
 /**
- * The gallery `mdistill export --android` writes: `gallery.json`
- * (`{"count", "dim", "items": [{"name", "label", "image"}]}`) and `gallery_embeddings.f32`
- * (count x dim little-endian float32, row i = items[i], computed with the exported model).
+ * Who embedded the gallery: `student` (the exported model, on the app's own preprocessing) or
+ * `teacher` (the server's index that a compatible student's queries search; already centred when
+ * the student's training centred the teacher, so a plain cosine scores it). Absent in older assets:
+ * the student.
  */
-class Gallery(val items: List<GalleryItem>, val embeddings: Array<FloatArray>) {
+data class GalleryEmbedding(val kind: String, val model: String, val centred: Boolean) {
+    val isTeacher get() = kind == "teacher"
+}
+
+/**
+ * The gallery `mdistill export --android` writes: `gallery.json`
+ * (`{"count", "dim", "embedding": {"kind", "model", "centred"}, "items": [{"name", "label", "image"}]}`)
+ * and `gallery_embeddings.f32` (count x dim little-endian float32, row i = items[i]).
+ */
+class Gallery(
+    val items: List<GalleryItem>,
+    val embeddings: Array<FloatArray>,
+    val embedding: GalleryEmbedding = GalleryEmbedding("student", "", false),
+) {
     init {
         require(items.size == embeddings.size) { "${items.size} items but ${embeddings.size} embeddings" }
     }
@@ -35,7 +49,10 @@ class Gallery(val items: List<GalleryItem>, val embeddings: Array<FloatArray>) {
             }
             val buf = ByteBuffer.wrap(embeddingBytes).order(ByteOrder.LITTLE_ENDIAN)
             val emb = Array(count) { FloatArray(dim) { buf.float } }
-            return Gallery(items, emb)
+            val e = root.optJSONObject("embedding")
+            val kind = e?.optString("kind", "student") ?: "student"
+            require(kind == "student" || kind == "teacher") { "gallery.json: unknown embedding kind '$kind'" }
+            return Gallery(items, emb, GalleryEmbedding(kind, e?.optString("model", "") ?: "", e?.optBoolean("centred", false) ?: false))
         }
     }
 }

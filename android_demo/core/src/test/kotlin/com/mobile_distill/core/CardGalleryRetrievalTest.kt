@@ -40,6 +40,23 @@ class CardGalleryRetrievalTest {
         assertEquals(0.8, hits[1].second.score, 1e-6)
     }
 
+    @Test
+    fun galleryReadsWhoEmbeddedIt() {
+        val bytes = ByteArray(2 * 4)
+        val old = Gallery.parse("""{"count": 1, "dim": 2, "items": [{"name": "a", "label": "x", "image": "g/0.png"}]}""", bytes)
+        assertEquals(GalleryEmbedding("student", "", false), old.embedding)
+        val served = Gallery.parse("""{"count": 1, "dim": 2, "embedding": {"kind": "teacher", "model": "teacher.pt",
+            "centred": true}, "items": [{"name": "a", "label": "x", "image": "g/0.png"}]}""", bytes)
+        assertTrue(served.embedding.isTeacher)
+        assertEquals("teacher.pt", served.embedding.model)
+        assertTrue(served.embedding.centred)
+    }
+
+    @Test(expected = IllegalArgumentException::class)
+    fun galleryWithAnUnknownEmbeddingKindIsRefused() {
+        Gallery.parse("""{"count": 0, "dim": 2, "embedding": {"kind": "server"}, "items": []}""", ByteArray(0))
+    }
+
     @Test(expected = IllegalArgumentException::class)
     fun galleryWithWrongByteCountIsRefused() {
         Gallery.parse("""{"count": 2, "dim": 2, "items": []}""", ByteArray(12))
