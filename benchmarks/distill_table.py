@@ -94,6 +94,10 @@ COMPAT_VARIANTS = {
     # the hint term's value (~27) dwarfs the others (~1-4): give the embedding terms more say
     "+ contrastive:10, queue 4096": ["absolute:1:center=true", _RELATIVE, _HINT, "contrastive:10:queue=4096"],
     "+ contrastive, queue 4096, no hint": ["absolute:1:center=true", _RELATIVE, _QUEUE],
+    # the student at the teacher's own 112 px: the same pixels on both sides of the search
+    "default recipe at 112 px": {"image_size": 112},
+    "+ contrastive, queue 4096, at 112 px": {"distill": ["absolute:1:center=true", _RELATIVE, _HINT, _QUEUE],
+                                             "image_size": 112},
 }
 # A bigger student (the pretrained block's ImageNet EfficientNet-Lite0 at 64 px, its own recipe)
 # with the contrastive term, on its tuning schedule (its recipe's epochs / 4).
@@ -174,8 +178,8 @@ def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int,
         done = {r["id"]: r for r in state["runs"]}
         tuning = {"epochs": tune_epochs, "eval_every": max(1, tune_epochs // 5)}
         add(TUNED_DEFAULT, seeds[0], tuning)  # the default recipe on the tuning schedule: the peers' yardstick
-        for row, distill in COMPAT_VARIANTS.items():
-            add(f"compat: {row}", seeds[0], {"distill": distill, **tuning})
+        for row, variant in COMPAT_VARIANTS.items():  # a distill list, or overrides of the default recipe
+            add(f"compat: {row}", seeds[0], {**(variant if isinstance(variant, dict) else {"distill": variant}), **tuning})
         lite0 = BLOCKS["pretrained"]["student"]
         lite0_epochs = max(1, load_yaml(lite0)["epochs"] // 4)
         for row, distill in COMPAT_LITE0.items():
