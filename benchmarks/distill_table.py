@@ -187,7 +187,7 @@ def specs_for(block: str, teacher: str, seeds, runs_dir: Path, tune_epochs: int,
                 recipe=lite0)
         compat_epochs = max(1, round(load_yaml(COMPAT_RECIPE)["epochs"] * scale)) if compat_recipe_exists() else 0
         for seed in seeds[:bool(compat_epochs) * len(seeds)]:  # the chosen variant as a recipe of its own
-            add("compatible recipe", seed, {"epochs": compat_epochs, "eval_every": max(1, compat_epochs // 10)},
+            add("compatible recipe", seed, {"epochs": compat_epochs, "eval_every": max(1, compat_epochs // 4)},
                 recipe=COMPAT_RECIPE)
         for name in PEERS:
             tuned = []
