@@ -146,7 +146,8 @@ def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision
         small = box_resize(load_rgb(path, source), spec.image_size)
         name = f"{i:05d}.png"
         Image.fromarray(small).save(thumbs / name)
-        rows.append(runner(small[None])[0].astype("<f4"))  # the same bytes as to_input(small, spec)
+        if server is None:  # a teacher's gallery is embedded below, from the original images
+            rows.append(runner(small[None])[0].astype("<f4"))  # the same bytes as to_input(small, spec)
         items.append({"name": Path(path).stem, "label": label, "image": f"gallery/{name}"})
     embedding = {"kind": "student", "model": artifact["file"], "centred": False}
     if server is not None:

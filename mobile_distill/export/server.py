@@ -18,9 +18,6 @@ from ..utils.io import file_digest
 from .parity import ExportError, ServerGallery
 from .prepare import embed, load_images
 
-MODES = ("auto", "off")
-
-
 def wanted(ckpt: Dict, option: str) -> Optional[str]:
     """The gallery model to gate against: ``auto`` is the checkpoint's own teacher when the student
     was trained for compatibility (else none); ``off`` none; anything else names a model
@@ -47,7 +44,6 @@ def wanted(ckpt: Dict, option: str) -> Optional[str]:
 def server_gallery(ckpt: Dict, spec: str, samples: Sequence, dataset_name: str, log=lambda _: None) -> ServerGallery:
     """The gate's images embedded by ``spec`` at its own size, with the bridge the student's
     checkpoint records (projection of the queries, centre of the gallery)."""
-
     cfg = ckpt.get("config", {})
     source = load_teacher(spec, TeacherOptions(weights=cfg.get("teacher_weights", "") if spec == cfg.get("teacher")
                                                else ""))
