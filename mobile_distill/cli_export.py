@@ -9,6 +9,13 @@ from pathlib import Path
 import click
 
 
+_teacher_gallery_option = click.option(
+    "--teacher-gallery", default="auto", show_default=True,
+    help="Also gate each file's queries against a teacher-embedded gallery of the gate's images (the server's "
+         "index): auto = the student's own teacher when it was trained with --compatible; off; or the model that "
+         "embeds your index (checkpoint, timm:NAME, tv:NAME, py:..., FILE.onnx).")
+
+
 def _gate_options(fn):
     """The parity gate's thresholds, shared by export and verify (defaults: ``Thresholds``)."""
     for option in reversed([
@@ -67,10 +74,7 @@ def _thresholds(min_cos_fp32, min_cos_fp16, max_fp16_recall_drop, min_fp16_agree
 @click.option("--calib-samples", type=int, default=256, show_default=True,
               help="Training images for static int8 calibration.")
 @_gate_options
-@click.option("--teacher-gallery", default="auto", show_default=True,
-              help="Also gate each file's queries against a teacher-embedded gallery of the gate's images (the "
-                   "server's index): auto = the student's own teacher when it was trained with --compatible; off; "
-                   "or the model that embeds your index (checkpoint, timm:NAME, tv:NAME, py:..., FILE.onnx).")
+@_teacher_gallery_option
 @click.option("--keep-failed", is_flag=True, help="Move files that fail the gate to OUT/failed/ instead of deleting them.")
 @click.option("--calibration", type=click.Choice(["minmax", "mse", "octav"]), default="minmax", show_default=True,
               help="TFLite quantisation ranges: min-max, or weights clipped by least squared error / OCTAV.")
@@ -171,13 +175,14 @@ def quant_report_cmd(checkpoint, precision, out_dir, calibration, calib_samples,
               help="Test images the parity gate runs on (whole classes; 0 = the whole test split).")
 @click.option("--data", "data_spec", default=None, help="Data set for the parity images (default: the checkpoint's).")
 @_gate_options
-def verify_cmd(file, checkpoint, parity_samples, data_spec, **gate):
+@_teacher_gallery_option
+def verify_cmd(file, checkpoint, parity_samples, data_spec, teacher_gallery, **gate):
     """Run an exported FILE through the parity gate again (after copying or editing it)."""
     from .export import ExportError, format_report
     from .export.verify import verify
 
     report = verify(file, checkpoint=checkpoint, data=data_spec, parity_samples=parity_samples,
-                    thresholds=_thresholds(**gate))
+                    thresholds=_thresholds(**gate), teacher_gallery=teacher_gallery)
     click.echo(format_report(report))
     if not report["passed"]:
         raise ExportError(f"{file} failed the parity gate (see the ✗ lines above)")

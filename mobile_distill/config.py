@@ -43,7 +43,7 @@ class TrainConfig:
     model: str = field(default="efficientnet_lite0", metadata={"help": "architecture: a name mdistill models lists, timm:NAME (any timm model) or py:package.module:function"})
     pretrained: str = field(default="imagenet", metadata={"help": "imagenet or none"})
     embedding_dim: int = field(default=512, metadata={"help": "embedding size D"})
-    init_from: str = field(default="", metadata={"help": "start from this checkpoint's weights (same model, size and embedding)"})
+    init_from: str = field(default="", metadata={"help": "start from this checkpoint's weights (same model and embedding size; the input size may differ); 'teacher': from the teacher's"})
     qat: bool = field(default=False, metadata={"help": "quantisation-aware training: fake int8 as the static int8 export does (start from a trained run: --qat --resume CKPT)"})
     qat_float: Tuple[str, ...] = field(default=(), metadata={"help": "with --qat: a module (by name, e.g. backbone.stages.0) kept in float, in training and in the int8 file; repeatable"})
     # loss
@@ -214,6 +214,9 @@ def _validate(cfg: TrainConfig) -> None:
         if cfg.teacher_view != "clean" or cfg.mixup:
             raise ConfigError("precomputed embeddings teach on the clean images only: pass --teacher-view clean "
                               "(and no --mixup); the student still trains on augmented crops")
+    if cfg.init_from == "teacher" and not (cfg.teacher and Path(cfg.teacher).is_file()):
+        raise ConfigError("init_from: teacher starts the student from the teacher checkpoint's weights: pass "
+                          "--teacher PATH to an mdistill checkpoint (not a timm:/tv:/py: model)")
     if cfg.compatible and not any(str(d).split(":")[0] in BRIDGE_LOSSES for d in cfg.distill):
         raise ConfigError("--compatible needs a loss that ties the student's space to the teacher's: add "
                           "--distill contrastive:1 (or absolute / prototype)")

@@ -59,12 +59,16 @@ def initial_model(cfg: TrainConfig):
     """A new model as the config describes it, with ``init_from``'s weights when given."""
     if not cfg.init_from:
         return create_model(cfg.model, cfg.embedding_dim, cfg.pretrained, cfg.image_size)
-    model = model_from_checkpoint(load_checkpoint(cfg.init_from), cfg.init_from)
+    source = cfg.teacher if cfg.init_from == "teacher" else cfg.init_from
+    model = model_from_checkpoint(load_checkpoint(source), source)
     info = model.model_info()
-    if (info["arch"], info["embedding_dim"], info["image_size"]) != (cfg.model, cfg.embedding_dim, cfg.image_size):
-        raise ConfigError(f"init_from {cfg.init_from} holds {info['arch']} (embedding {info['embedding_dim']}, "
-                          f"{info['image_size']} px), the config asks for {cfg.model} ({cfg.embedding_dim}, "
-                          f"{cfg.image_size} px)")
+    if (info["arch"], info["embedding_dim"]) != (cfg.model, cfg.embedding_dim):
+        raise ConfigError(f"init_from {source} holds {info['arch']} (embedding {info['embedding_dim']}), "
+                          f"the config asks for {cfg.model} (embedding {cfg.embedding_dim}): start from a checkpoint "
+                          "of the same model and embedding size")
+    # The networks are fully convolutional: a teacher's weights can start its own student at a smaller
+    # input (the compatible recipe), which then records the size it is trained and exported at.
+    model.image_size = cfg.image_size
     return model
 
 

@@ -184,6 +184,17 @@ def test_export_of_a_compatible_student_gates_its_search_of_the_teacher_gallery(
         assert p["teacher_gallery_recall@1_drop"] == pytest.approx(
             p["teacher_gallery_recall@1_pytorch"] - p["teacher_gallery_recall@1"])
     assert "R@1 teacher gallery" in proc.stdout and f"against {teacher}'s embeddings" in proc.stdout
+    # verify gates the handed-over file on the same search again, with the same figures
+    int8 = min((r for r in report["rows"] if r["status"] == "passed"), key=lambda r: r["precision"] != "int8")
+    again = run_cli("verify", str(out / int8["file"]), "--parity-samples", "0")
+    assert "R@1 teacher gallery" in again.stdout
+    from mobile_distill.export.verify import verify
+
+    checked = verify(out / int8["file"], parity_samples=0)
+    assert checked["teacher_gallery"] == str(teacher) and checked["passed"]
+    assert checked["rows"][0]["parity"]["teacher_gallery_recall@1"] == pytest.approx(
+        int8["parity"]["teacher_gallery_recall@1"])
+    assert "teacher_gallery" not in verify(out / int8["file"], parity_samples=0, teacher_gallery="off")
     off = run_cli("export", str(student), "--format", "onnx", "--out", str(tmp_path / "off"), "--parity-samples", "0",
                   "--teacher-gallery", "off", "--quiet")
     assert "teacher gallery" not in off.stdout
@@ -256,3 +267,23 @@ def test_android_teacher_gallery_refuses_a_student_that_needs_a_projection(disti
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "through a train-time projection [32, 16], which the app does not apply" in proc.stderr, proc.stderr
     assert not (tmp_path / "assets").exists() and not (tmp_path / "exp").exists()  # refused before the export
+
+
+def test_a_student_starts_from_its_teachers_weights_at_its_own_size(compatible, tmp_path):
+    """``init_from: teacher`` (the compatible recipe's start): the teacher's weights, the student's
+    input size; another architecture or embedding size, or no teacher file, is refused in one line."""
+    from mobile_distill.config import make_config
+    from mobile_distill.train import initial_model
+
+    teacher, _ = compatible
+    common = dict(teacher=str(teacher), distill=["contrastive:1"], init_from="teacher", embedding_dim=32)
+    net = initial_model(make_config(**common, model="resnet18", image_size=24))
+    assert net.image_size == 24
+    expected = load_checkpoint(teacher)["state_dict"]
+    got = net.state_dict()
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+    for other in (dict(model="mobilenet_v1_025"), dict(model="resnet18", embedding_dim=16)):
+        with pytest.raises(ConfigError, match="same model and embedding size"):
+            initial_model(make_config(**{**common, **other}))
+    with pytest.raises(ConfigError, match="init_from: teacher starts the student"):
+        make_config(**{**common, "teacher": str(tmp_path / "gone.pt")})

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..utils.io import file_digest
 from . import formats as fmt_registry
+from . import server as server_mod
 from ..models.timm_nets import deploy_form
 from .api import check_file, embed, float_reference, load_for_export, record_exception
 from .metadata import read_metadata
@@ -23,14 +24,16 @@ from .prepare import InputSpec, load_images, pick_parity_samples
 
 
 def verify(file: str | Path, checkpoint: Optional[str | Path] = None, data: Optional[str] = None,
-           parity_samples: int = 256, seed: int = 0, thresholds: Thresholds = Thresholds()) -> Dict:
+           parity_samples: int = 256, seed: int = 0, thresholds: Thresholds = Thresholds(),
+           teacher_gallery: str = "auto") -> Dict:
     """Gate ``file`` against PyTorch again.
 
     Args:
         file: an exported ``.onnx``, ``.tflite`` or ``.mlpackage``.
         checkpoint: the checkpoint it was exported from (default: the one its metadata names,
             relative to the file's folder); a different checkpoint is refused.
-        data, parity_samples, seed, thresholds: as for ``export``.
+        data, parity_samples, seed, thresholds, teacher_gallery: as for ``export`` (a compatible
+            student's file is also gated again on its search of the teacher's gallery).
 
     Returns:
         A report like ``export``'s with one row; ``passed`` says whether the file passed.
@@ -64,16 +67,20 @@ def verify(file: str | Path, checkpoint: Optional[str | Path] = None, data: Opti
     images = load_images(parity, size, dataset.name, resize)
     labels = np.array([y for _, y in parity])
     reference = embed(net, images)
+    server_spec = server_mod.wanted(ckpt, teacher_gallery)
+    server = server_mod.server_gallery(ckpt, server_spec, parity, dataset.name) if server_spec else None
 
     precision = artifact["precision"]
     row = {"format": artifact["format"], "precision": precision, "file": str(file), "runtime": module.RUNTIME,
            "status": "failed", "failures": [], "parity": {}}
     stage = {"name": f"run ({module.RUNTIME})"}
     try:
-        check_file(row, module, file, net, spec, precision, images, labels, reference, thresholds, stage)
+        check_file(row, module, file, net, spec, precision, images, labels, reference, thresholds, stage, server)
     except Exception as e:  # a file the runtime cannot run fails its row, naming the stage
         record_exception(row, stage, e)
     row["status"] = "failed" if row["failures"] else "passed"
     return {"checkpoint": str(checkpoint), "dataset": dataset.name, "parity_images": len(parity),
             "calibration_images": 0, "pytorch_recall@1": 100 * recall_at_1(reference, labels),
-            "thresholds": thresholds.as_dict(), "rows": [row], "passed": row["status"] == "passed"}
+            "thresholds": thresholds.as_dict(), "rows": [row], "passed": row["status"] == "passed",
+            **({"teacher_gallery": server.name,
+                "teacher_gallery_recall@1_pytorch": server.recall_at_1(reference, labels)} if server else {})}

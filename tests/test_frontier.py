@@ -1,0 +1,52 @@
+"""The student sweep of benchmarks/frontier.py, end to end on a tiny data set: rows trained alone,
+distilled and compatible under one teacher, each row's int8 file through the export gate, timed,
+and the table, JSON and plot written from those runs."""
+
+import json
+
+from conftest import load_benchmark, make_shapes_dataset, run_cli, tiny_train_args
+
+
+def test_sweep_trains_exports_times_and_resumes(tmp_path):
+    frontier = load_benchmark("frontier")
+    shapes = make_shapes_dataset(tmp_path / "shapes")
+    run_cli("train", *tiny_train_args(shapes, tmp_path / "teacher", model="resnet18", **{"embedding-dim": 32}))
+    teacher = tmp_path / "teacher" / "tiny" / "last.pt"
+    out = tmp_path / "results" / "frontier.json"
+    args = ["--teacher", str(teacher), "--data", f"folder:{shapes}", "--seeds", "0", "--compatible",
+            "--students", "resnet-18", "--epochs-scale", str(6 / 160), "--jobs", "1",
+            "--latency-runs", "5", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
+            "--set", "classes_per_batch=4", "--set", "images_per_class=4", "--set", "batches_per_epoch=8", "--set", "lr=1e-3", "--set", "backbone_lr=1e-3",
+            "--set", "cache_views=2", "--set", "teacher_image_size=32", "--set", "image_size=32"]
+    frontier.main(args)
+    state = json.loads(out.read_text())
+    assert sorted(r["row"] for r in state["runs"]) == sorted(f"ResNet-18, 64 px | {m}" for m in frontier.MODES)
+    assert [e["row"].rsplit(" | ", 1)[1] for e in state["table"]] == list(frontier.MODES)
+    for run in state["runs"]:
+        results = json.loads((tmp_path / "runs" / "shapes" / run["config"]["name"] / "results.json").read_text())
+        assert run["test"]["recall@1"] == results["test"]["recall@1"] and run["epochs"] == 6
+        if not run["row"].endswith("alone"):  # queries against the teacher's gallery
+            assert 0 <= run["test"]["asymmetric/recall@1"] <= 1
+        report = json.loads((tmp_path / "runs" / run["int8"]["export_dir"] / "export_report.json").read_text())
+        tflite = next(r for r in report["rows"] if r["format"] == "tflite")
+        assert run["int8"]["status"] == tflite["status"] and run["int8"]["size_bytes"] == tflite.get("size_bytes")
+        if tflite["status"] == "passed":
+            assert run["int8"]["latency_ms"] > 0
+    compat = next(r for r in state["runs"] if r["row"].endswith("compatible"))
+    assert compat["config"]["compatible"] and any(d.startswith("contrastive") for d in compat["config"]["distill"])
+    assert not compat["config"]["init_from"]  # the teacher's embedding size differs: no start from its weights
+    # a student of the teacher's network and size starts from the teacher, as the compatible recipe says
+    assert frontier.row_overrides("lite0-64", "compatible", ("efficientnet_lite0", 512))["init_from"] == "teacher"
+    assert "init_from" not in frontier.row_overrides("lite0-64", "compatible", ("efficientnet_lite0", 32))
+    assert "init_from" not in frontier.row_overrides("lite0-64", "distilled", ("efficientnet_lite0", 512))
+    table = {e["row"]: e for e in state["table"]}
+    assert table["ResNet-18, 64 px | alone"]["recall@1"][0] == round(
+        100 * next(r for r in state["runs"] if r["row"].endswith("alone"))["test"]["recall@1"], 2)
+    md = out.with_suffix(".md").read_text()
+    assert md.count("| ResNet-18, 64 px |") == 3 and out.with_suffix(".png").stat().st_size > 10_000
+    # resumable: a second run trains nothing and keeps every figure
+    before = out.read_text()
+    frontier.main(args)
+    again = json.loads(out.read_text())
+    assert [r["test"] for r in again["runs"]] == [r["test"] for r in state["runs"]]
+    assert len(json.loads(before)["runs"]) == len(again["runs"]) == 3
