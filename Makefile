@@ -4,21 +4,33 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-avx2 coreml-parity clean
+.PHONY: setup browser demo test test-avx2 coreml-parity clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed node_modules/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,export]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,export,web]'
 	touch $@
+
+# The web app's browser runtimes (LiteRT.js, ONNX Runtime Web), exactly as package-lock.json pins them.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
+# The browser the web tests drive: Debian's Chromium, installed when missing (needs root or sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 demo: setup
 	$(BIN)/mdistill demo
 
 # One worker per core, a test file per worker (module fixtures are built once): 2 cores halve the wall time.
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The test files whose assertions depend on what training learned or on the parity gate's verdict,
@@ -27,7 +39,7 @@ test: setup
 CPU_SENSITIVE := tests/test_train.py tests/test_export.py tests/test_qat.py tests/test_quantization.py \
 	tests/test_bench.py tests/test_distill_train.py tests/test_distributed.py tests/test_architectures.py \
 	tests/test_android.py tests/test_sampler_config.py tests/test_timm_students.py tests/test_asymmetric.py
-test-avx2: setup
+test-avx2: setup browser
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest -q -n auto --dist loadfile $(CPU_SENSITIVE)
 
 # The macOS workflow's job (.github/workflows/coreml-macos.yml): the demo trains and exports the
@@ -40,4 +52,4 @@ coreml-parity: setup
 	$(BIN)/python -m pytest -q tests/test_coreml_reference.py tests/test_export.py -k "coreml or verify"
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info node_modules

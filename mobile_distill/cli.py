@@ -235,7 +235,9 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
 # ---------------------------------------------------------------- export (cli_export.py)
 from .cli_export import export_cmd, metadata_cmd, quant_report_cmd, verify_cmd  # noqa: E402
 
-for _command in (export_cmd, quant_report_cmd, verify_cmd, metadata_cmd):
+from .cli_web import web_cmd  # noqa: E402
+
+for _command in (export_cmd, quant_report_cmd, verify_cmd, metadata_cmd, web_cmd):
     cli.add_command(_command)
 
 

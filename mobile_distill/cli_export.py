@@ -176,13 +176,26 @@ def quant_report_cmd(checkpoint, precision, out_dir, calibration, calib_samples,
 @click.option("--data", "data_spec", default=None, help="Data set for the parity images (default: the checkpoint's).")
 @_gate_options
 @_teacher_gallery_option
-def verify_cmd(file, checkpoint, parity_samples, data_spec, teacher_gallery, **gate):
+@click.option("--browser", is_flag=True,
+              help="Also gate FILE (.tflite or .onnx) in headless Chromium, inside the web app (LiteRT.js or "
+                   "ONNX Runtime Web), with the same thresholds: a row of its own.")
+@click.option("--backend", type=click.Choice(["wasm", "webgpu"]), default="wasm", show_default=True,
+              help="With --browser: the browser runtime's backend.")
+def verify_cmd(file, checkpoint, parity_samples, data_spec, teacher_gallery, browser, backend, **gate):
     """Run an exported FILE through the parity gate again (after copying or editing it)."""
     from .export import ExportError, format_report
     from .export.verify import verify
 
+    thresholds = _thresholds(**gate)
     report = verify(file, checkpoint=checkpoint, data=data_spec, parity_samples=parity_samples,
-                    thresholds=_thresholds(**gate), teacher_gallery=teacher_gallery)
+                    thresholds=thresholds, teacher_gallery=teacher_gallery)
+    if browser:
+        from .web.gate import browser_verify
+
+        row = browser_verify(file, checkpoint=checkpoint, data=data_spec, parity_samples=parity_samples,
+                             thresholds=thresholds, backend=backend, log=lambda m: click.echo(m, err=True))["rows"][0]
+        report["rows"].append(row)
+        report["passed"] = report["passed"] and row["status"] == "passed"
     click.echo(format_report(report))
     if not report["passed"]:
         raise ExportError(f"{file} failed the parity gate (see the ✗ lines above)")

@@ -116,24 +116,22 @@ def teacher_embedder(export_dir: Path, card: Dict, spec: str):
     return rows, model, centre is not None
 
 
-def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision: str = "float32",
-                         limit: Optional[int] = None, gallery_model: str = "student") -> Dict:
-    """Copy the TFLite file + model card into ``assets`` and build the gallery: with that file
-    (``gallery_model="student"``), or as the server's index a compatible student searches, with its
-    teacher (``"teacher"``) or another model (a spec ``load_teacher`` takes)."""
+def write_gallery(export_dir: Path, dest: Path, gallery: str, precision: str = "float32",
+                  limit: Optional[int] = None, gallery_model: str = "student") -> Dict:
+    """The app's gallery in ``dest``: ``gallery.json``, ``gallery_embeddings.f32`` (count x dim
+    little-endian float32) and the thumbnails in ``gallery/``, embedded with the export's
+    ``precision`` TFLite file on the app's own preprocessing (``gallery_model="student"``), or as the
+    server's index a compatible student searches, with its teacher (``"teacher"``) or another model
+    (a spec ``load_teacher`` takes). The Android app and the web app (``mdistill web``) read it."""
     from ..runtime.tflite import TfliteRunner
 
-    check_assets_dir(assets)
     card = json.loads((export_dir / "model.json").read_text())
-    artifact = next((a for a in card["artifacts"] if a["format"] == "tflite" and a["precision"] == precision), None)
-    if artifact is None:
-        raise ExportError(f"no {precision} TFLite file passed the export in {export_dir}; "
-                          "the Android assets need one (--format tflite)")
+    artifact = tflite_artifact(card, export_dir, precision)
     server = teacher_embedder(export_dir, card, gallery_model) if gallery_model != "student" else None
     samples, source = gallery_samples(gallery)
     samples = samples[:limit] if limit else samples
-    assets.mkdir(parents=True, exist_ok=True)
-    thumbs = assets / "gallery"
+    dest.mkdir(parents=True, exist_ok=True)
+    thumbs = dest / "gallery"
     if thumbs.exists():
         shutil.rmtree(thumbs)
     thumbs.mkdir()
@@ -154,15 +152,33 @@ def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision
         embed_rows, model, centred = server
         rows = list(embed_rows([path for path, _ in samples], source))
         embedding = {"kind": "teacher", "model": model, "centred": centred}
-    shutil.copyfile(export_dir / artifact["file"], assets / artifact["file"])
-    with atomic_path(assets / "gallery_embeddings.f32") as tmp:
+    with atomic_path(dest / "gallery_embeddings.f32") as tmp:
         np.stack(rows).astype("<f4").tofile(tmp)
-    write_json_atomic(assets / "gallery.json", {"count": len(items), "dim": int(rows[0].shape[0]),
-                                                "source": source, "embedding": embedding, "items": items})
+    write_json_atomic(dest / "gallery.json", {"count": len(items), "dim": int(rows[0].shape[0]),
+                                              "source": source, "embedding": embedding, "items": items})
+    what = "student" if server is None else f"teacher {embedding['model']}" + (", centred" if embedding["centred"] else "")
+    return {"gallery_images": len(items), "gallery_embedding": what}
+
+
+def tflite_artifact(card: Dict, export_dir: Path, precision: str) -> Dict:
+    artifact = next((a for a in card["artifacts"] if a["format"] == "tflite" and a["precision"] == precision), None)
+    if artifact is None:
+        raise ExportError(f"no {precision} TFLite file passed the export in {export_dir}; "
+                          "the app's gallery needs one (--format tflite)")
+    return artifact
+
+
+def write_android_assets(export_dir: Path, assets: Path, gallery: str, precision: str = "float32",
+                         limit: Optional[int] = None, gallery_model: str = "student") -> Dict:
+    """Copy the TFLite file + model card into ``assets`` and build the gallery there (``write_gallery``)."""
+    check_assets_dir(assets)
+    card = json.loads((export_dir / "model.json").read_text())
+    artifact = tflite_artifact(card, export_dir, precision)
+    info = write_gallery(export_dir, assets, gallery, precision, limit, gallery_model)
+    shutil.copyfile(export_dir / artifact["file"], assets / artifact["file"])
     write_json_atomic(assets / "model.json", {"model": card["model"], "artifact": artifact,
                                               "preprocess": PREPROCESS_RULE})
-    what = "student" if server is None else f"teacher {embedding['model']}" + (", centred" if embedding["centred"] else "")
-    return {"assets": str(assets), "model": artifact["file"], "gallery_images": len(items), "gallery_embedding": what}
+    return {"assets": str(assets), "model": artifact["file"], **info}
 
 
 def write_golden(out: Path, image_paths: Sequence[str], specs: Sequence[InputSpec], dataset: str = "",

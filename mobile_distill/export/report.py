@@ -24,7 +24,7 @@ def format_report(report: Dict) -> str:
     for r in report["rows"]:
         p = r.get("parity") or {}
         f = lambda k, spec: format(p[k], spec) if k in p else "-"  # noqa: E731
-        body.append([r["format"], r["precision"], _mb(r), f("cosine_min", ".6f"), f("cosine_mean", ".6f"),
+        body.append([r["format"] + (" in Chromium" if "browser" in r else ""), r["precision"], _mb(r), f("cosine_min", ".6f"), f("cosine_mean", ".6f"),
                      f("recall@1_export", ".2f"), f("recall@1_pytorch", ".2f"), f("recall@1_drop", ".2f"),
                      f("asymmetric_recall@1", ".2f"), f("asymmetric_recall@1_drop", ".2f"),
                      *([f("teacher_gallery_recall@1", ".2f"), f("teacher_gallery_recall@1_drop", ".2f")]

@@ -42,26 +42,11 @@ def verify(file: str | Path, checkpoint: Optional[str | Path] = None, data: Opti
         ExportError: no such file, no mobile_distill metadata, no or a different checkpoint.
     """
     file = Path(file)
-    if not file.exists():
-        raise ExportError(f"file not found: {file}")
-    module = fmt_registry.get(fmt_registry.format_of(file))
-    module.check_installed()
-    doc = read_metadata(file)
-    if doc is None:
-        raise ExportError(f"{file} carries no mobile_distill metadata (was it exported by mdistill export?)")
-    artifact, source = doc["artifact"], doc["model"]["source_checkpoint"]
-    checkpoint = Path(checkpoint) if checkpoint else file.parent / source["path"]
-    if not checkpoint.is_file():
-        raise ExportError(f"{file} was exported from {source['path']} (relative to its folder), which is not "
-                          f"there; pass the checkpoint with --checkpoint")
-    if file_digest(checkpoint) != source["sha256"]:
-        raise ExportError(f"{checkpoint} is not the checkpoint {file.name} was exported from (sha256 differs: "
-                          f"{source['sha256'][:12]}…); pass that one with --checkpoint")
-
-    ckpt, net, size, resize, dataset = load_for_export(checkpoint, data)
-    if "qat" in ckpt:
-        net = float_reference(ckpt, checkpoint)
-    net = deploy_form(net)[0]  # what export gated the file against
+    module = fmt_registry.get(fmt_registry.format_of(file)) if file.exists() else None
+    if module:
+        module.check_installed()
+    artifact, checkpoint = exported_from(file, checkpoint)
+    ckpt, net, size, resize, dataset = gated_reference(checkpoint, data)
     spec = InputSpec(size, artifact["input"]["layout"].lower(), artifact["input"]["dtype"])
     parity = pick_parity_samples(dataset.test, parity_samples, seed)
     images = load_images(parity, size, dataset.name, resize)
@@ -84,3 +69,30 @@ def verify(file: str | Path, checkpoint: Optional[str | Path] = None, data: Opti
             "thresholds": thresholds.as_dict(), "rows": [row], "passed": row["status"] == "passed",
             **({"teacher_gallery": server.name,
                 "teacher_gallery_recall@1_pytorch": server.recall_at_1(reference, labels)} if server else {})}
+
+
+def exported_from(file: Path, checkpoint: Optional[str | Path]):
+    """(the file's artifact record, the checkpoint it was exported from), refusing a missing file,
+    a file without mobile_distill metadata, and another checkpoint."""
+    if not file.exists():
+        raise ExportError(f"file not found: {file}")
+    doc = read_metadata(file)
+    if doc is None:
+        raise ExportError(f"{file} carries no mobile_distill metadata (was it exported by mdistill export?)")
+    artifact, source = doc["artifact"], doc["model"]["source_checkpoint"]
+    checkpoint = Path(checkpoint) if checkpoint else file.parent / source["path"]
+    if not checkpoint.is_file():
+        raise ExportError(f"{file} was exported from {source['path']} (relative to its folder), which is not "
+                          f"there; pass the checkpoint with --checkpoint")
+    if file_digest(checkpoint) != source["sha256"]:
+        raise ExportError(f"{checkpoint} is not the checkpoint {file.name} was exported from (sha256 differs: "
+                          f"{source['sha256'][:12]}…); pass that one with --checkpoint")
+    return artifact, checkpoint
+
+
+def gated_reference(checkpoint: Path, data: Optional[str]):
+    """The network export gated the file against: (ckpt, net, size, resize, dataset)."""
+    ckpt, net, size, resize, dataset = load_for_export(checkpoint, data)
+    if "qat" in ckpt:
+        net = float_reference(ckpt, checkpoint)
+    return ckpt, deploy_form(net)[0], size, resize, dataset
