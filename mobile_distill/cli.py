@@ -265,16 +265,22 @@ def _int_list(ctx, param, value):
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Default: EXPORT_DIR/bench.")
 @click.option("--allow-modified", is_flag=True,
               help="Measure files whose sha256 differs from model.json's (edited after export) instead of failing them.")
+@click.option("--browser", is_flag=True,
+              help="Also run the .tflite (LiteRT.js) and .onnx (ONNX Runtime Web) files in headless Chromium through "
+                   "the web app: latency, Recall@1 on the gate's test images, the ratio to the same file on the host.")
+@click.option("--browser-samples", type=int, default=256, show_default=True,
+              help="With --browser: test images (whole classes; 0 = all) the page embeds for Recall@1 and the gate.")
 @click.option("--quiet", is_flag=True, help="Only the table and the final line.")
 def bench_cmd(export_dir, data_spec, threads, warmup, runs, checkpoint, min_recall, anchor, adb_serial, out_dir,
-              allow_modified, quiet):
+              allow_modified, browser, browser_samples, quiet):
     """Size, latency, throughput, memory and Recall@K of every file in an export folder."""
     from .bench import BenchError, bench, format_table
 
     report = bench(export_dir, data=data_spec, threads=threads, warmup=warmup, runs=runs, checkpoint=checkpoint,
                    min_recall=min_recall, out_dir=out_dir, anchor=anchor,
                    adb="adb" if adb_serial is not None else None, adb_serial=adb_serial or None,
-                   allow_modified=allow_modified, log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
+                   allow_modified=allow_modified, browser=browser, browser_samples=browser_samples,
+                   log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(format_table(report))
     out = out_dir or Path(export_dir) / "bench"
     click.echo(f"saved to {out} (bench.json, bench.md, {', '.join(report['plots'])})")

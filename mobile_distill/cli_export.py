@@ -93,10 +93,13 @@ def _thresholds(min_cos_fp32, min_cos_fp16, max_fp16_recall_drop, min_fp16_agree
                    "teacher (the student's teacher, as the server's index a compatible student searches) or a model "
                    "spec (checkpoint, timm:NAME, FILE.onnx, ...) that embeds your server's index.")
 @click.option("--gallery-limit", type=int, default=None, help="With --android: at most this many gallery images.")
+@click.option("--browser", is_flag=True,
+              help="Also gate each passed .tflite and .onnx file in headless Chromium, inside the web app (LiteRT.js, "
+                   "ONNX Runtime Web): a row of its own in the report (as mdistill verify --browser).")
 @click.option("--quiet", is_flag=True, help="Only the table and the final line.")
 def export_cmd(checkpoint, model_spec, weights, image_size, mean, std, formats, out_dir, precisions, input_layout, input_dtype, parity_samples, calib_samples,
-               teacher_gallery, keep_failed, calibration, mixed_precision, data_spec, name, android_dir, gallery, gallery_model, gallery_limit, quiet,
-               **gate):
+               teacher_gallery, keep_failed, calibration, mixed_precision, data_spec, name, android_dir, gallery, gallery_model, gallery_limit,
+               browser, quiet, **gate):
     """Export CHECKPOINT (or --model) to ONNX / TFLite / CoreML and gate every file on parity with PyTorch."""
     from .export import ExportError, export, failure_message, format_report
     from .export.outside import Contract, parse_rgb
@@ -106,6 +109,9 @@ def export_cmd(checkpoint, model_spec, weights, image_size, mean, std, formats, 
     if model_spec is None and (weights or image_size or mean or std):
         raise click.UsageError("--weights, --image-size, --mean and --std go with --model (a checkpoint carries its own)")
     contract = Contract(image_size, parse_rgb(mean, "--mean"), parse_rgb(std, "--std")) if model_spec else None
+    if browser and model_spec:
+        raise click.UsageError("--browser gates a checkpoint's files (its PyTorch model is the reference); "
+                               "export the checkpoint, or gate an outside model's files on the host")
 
     wanted = {}
     for item in precisions:
@@ -130,6 +136,11 @@ def export_cmd(checkpoint, model_spec, weights, image_size, mean, std, formats, 
                     thresholds=thresholds, keep_failed=keep_failed, data=data_spec, name=name,
                     calibration=calibration, mixed_precision=mixed_precision, model=model_spec, weights=weights,
                     contract=contract, teacher_gallery=teacher_gallery, log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
+    if browser:
+        from .web.gate import add_browser_rows
+
+        add_browser_rows(report, data=data_spec, parity_samples=parity_samples, thresholds=thresholds,
+                         log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(format_report(report))
     if android_dir is not None:
         from .export.android import write_android_assets

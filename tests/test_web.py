@@ -71,11 +71,13 @@ def test_page_preprocessing_equals_the_android_golden_bytes_and_one_pixel_of_cro
     source = (moved / "preprocess.js").read_text()
     line = "const x0 = Math.floor((width - side) / 2);"
     assert source.count(line) == 1
-    (moved / "preprocess.js").unlink()  # a hard link to the installed file: replace, never edit in place
     (moved / "preprocess.js").write_text(source.replace(line, "const x0 = Math.floor((width - side) / 2) + 1;"))
     rows = _golden_rows(moved, images)
     assert {r["image"] for r in rows if not r["equal"]} == {0, 1, 2, 3}, rows
     assert (app / "preprocess.js").read_text() == source
+    from mobile_distill.web.app import STATIC
+
+    assert (STATIC / "preprocess.js").read_text() == source and not (app / "preprocess.js").samefile(STATIC / "preprocess.js")
 
 
 @pytest.mark.parametrize("name", ["student_float32.tflite", "student_float32.onnx", "student_int8.tflite"])
@@ -95,20 +97,24 @@ def test_browser_parity_gate_passes_each_runtime(exported, name):
         assert row["parity"]["cosine_min"] >= 0.9999
 
 
-def test_browser_gate_fails_a_page_that_feeds_the_model_other_bytes(exported, tmp_path, monkeypatch):
-    # the page's input with red and blue swapped: the file and runtime are fine, what the page
-    # computes is not, and the float32 bound catches it
+def _page_swapping_red_and_blue(tmp_path, monkeypatch):
+    """The app's page with its input's red and blue swapped: the file and runtime are fine, what the
+    page computes is not."""
     import mobile_distill.web.app as web_app
-    from mobile_distill.web.gate import browser_verify
 
     static = tmp_path / "static"
     shutil.copytree(web_app.STATIC, static)
     source = (static / "preprocess.js").read_text()
     line = "out[at] = scale(rgb[i * 3 + c]);"
     assert source.count(line) == 1
-    (static / "preprocess.js").unlink()
     (static / "preprocess.js").write_text(source.replace(line, "out[at] = scale(rgb[i * 3 + 2 - c]);"))
     monkeypatch.setattr(web_app, "STATIC", static)
+
+
+def test_browser_gate_fails_a_page_that_feeds_the_model_other_bytes(exported, tmp_path, monkeypatch):
+    from mobile_distill.web.gate import browser_verify
+
+    _page_swapping_red_and_blue(tmp_path, monkeypatch)
     report = browser_verify(exported[0] / "student_float32.tflite", parity_samples=0)
     row = report["rows"][0]
     assert not report["passed"] and row["status"] == "failed"
@@ -188,7 +194,6 @@ def test_bad_input_is_shown_in_the_page(app, exported, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(app, broken)
     doc = json.loads((broken / "app.json").read_text())
-    (broken / "app.json").unlink()
     (broken / "app.json").write_text(json.dumps({**doc, "artifacts": [{**a, "input": {**a["input"], "layout": "CHWN"}}
                                                                       for a in doc["artifacts"]]}))
     (broken / "gallery" / "gallery_embeddings.f32").unlink()
@@ -197,7 +202,6 @@ def test_bad_input_is_shown_in_the_page(app, exported, tmp_path):
             assert page.call("() => window.mdistill.ready") is None
             assert message in page.page.text_content("#error")
             assert any(message in e for e in page.errors)
-    (broken / "app.json").unlink()
     (broken / "app.json").write_text(json.dumps(doc))
     with serving(broken) as (url, _), open_page(url) as page:
         assert page.call("() => window.mdistill.ready") is None
@@ -245,3 +249,45 @@ def test_cli_writes_the_app_and_refuses_a_folder_without_an_export(exported, tmp
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "holds no model.json: give the folder `mdistill export` wrote" in bad.stderr
     assert not (tmp_path / "nothing" / "web").exists()
+
+
+def test_bench_browser_rows_beside_the_host_rows(exported, tmp_path):
+    proc = run_cli("bench", str(exported[0]), "--browser", "--runs", "5", "--warmup", "1", "--browser-samples", "0",
+                   "--anchor", "off", "--out", str(tmp_path / "bench"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    browser = [r for r in report["rows"] if r.get("client")]
+    assert sorted((r["format"], r["precision"]) for r in browser) == [("onnx", "float32"), ("tflite", "float32"),
+                                                                      ("tflite", "int8")]
+    for r in browser:
+        assert r["status"] == "ok" and r["recall_images"] == 32 and r["recall"]["recall@1"] >= 90
+        t = r["threads"]["1"]
+        assert 0 < t["median_ms"] <= t["p90_ms"]
+        host = next(h for h in report["rows"] if (h["format"], h["precision"]) == (r["format"], r["precision"])
+                    and not h.get("client"))
+        assert r["host_ratio"]["1"] == pytest.approx(t["median_ms"] / host["threads"]["1"]["median_ms"])
+    assert "tflite in Chromium, WASM" in proc.stdout and "(32 img)" in proc.stdout
+
+
+def test_bench_browser_row_fails_when_the_page_computes_other_embeddings(exported, tmp_path, monkeypatch):
+    from mobile_distill.bench import bench
+
+    _page_swapping_red_and_blue(tmp_path, monkeypatch)
+    report = bench(exported[0], runs=2, warmup=0, anchor="off", browser=True, browser_samples=0,
+                   out_dir=tmp_path / "bench")
+    row = next(r for r in report["rows"] if r.get("client") and r["precision"] == "float32" and r["format"] == "tflite")
+    assert row["status"] == "failed" and "browser parity gate failed: cosine min" in row["error"]
+    assert not report["passed"]
+
+
+def test_export_browser_adds_a_browser_row_per_file(exported, tmp_path):
+    ckpt = exported[0].parent / "runs" / "tiny" / "last.pt"
+    proc = run_cli("export", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "exp"), "--parity-samples", "0",
+                   "--browser", "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "exp" / "export_report.json").read_text())
+    assert [(r["format"], r["status"], "browser" in r) for r in report["rows"]] == [("onnx", "passed", False),
+                                                                                   ("onnx", "passed", True)]
+    assert "onnx in Chromium" in proc.stdout
+    refused = run_cli("export", "--model", "timm:resnet18", "--browser", check=False)
+    assert refused.returncode == 2 and "--browser gates a checkpoint's files" in refused.stderr

@@ -30,8 +30,8 @@ def machine() -> Dict:
 def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[int] = (1,), warmup: int = 10,
           runs: int = 100, checkpoint: Optional[str | Path] = None, min_recall: Optional[float] = None,
           out_dir: Optional[str | Path] = None, anchor: str = "auto", adb: Optional[str] = None,
-          adb_serial: Optional[str] = None, allow_modified: bool = False,
-          log: Callable[[str], None] = lambda _: None) -> Dict:
+          adb_serial: Optional[str] = None, allow_modified: bool = False, browser: bool = False,
+          browser_samples: int = 256, log: Callable[[str], None] = lambda _: None) -> Dict:
     """Benchmark every file of an ``mdistill export`` folder (see the module docstring).
 
     Args:
@@ -45,6 +45,8 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
         adb: run on a phone: the ``adb`` executable to use (``"adb"`` = from PATH).
         allow_modified: measure files whose sha256 differs from model.json's (changed after the
             export's gate passed them) instead of failing their rows; the rows say so.
+        browser: add rows for the .tflite and .onnx files run by the web app in headless Chromium
+            (``bench/browser.py``), Recall@1 on ``browser_samples`` of the gate's test images.
 
     Returns:
         the report written to ``bench.json``; ``passed`` is False if any row failed.
@@ -91,6 +93,10 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
 
             rows.append(device_row(adb, adb_serial, export_dir, card, np.load(image_file), out_dir, warmup, runs,
                                    threads=threads[0], log=log))
+        if browser:
+            from .browser import browser_rows
+
+            rows += browser_rows(export_dir, card, ckpt, data, rows, threads, warmup, runs, browser_samples, log)
     finally:
         image_file.unlink(missing_ok=True)  # a bench killed before this leaves it for the next run to reuse
 
@@ -180,9 +186,9 @@ def _targets(export_dir: Path, card: Dict, ckpt: Path, allow_modified: bool = Fa
 def _add_speedups(rows: List[Dict]) -> None:
     """``speedup_vs_float32[threads]``: the same format's float32 median latency over this row's
     (both measured in this run, so the ratio is fair on a noisy shared host)."""
-    base = {r["format"]: r for r in rows if r["precision"] == "float32" and r.get("threads")}
+    base = {(r["format"], r.get("client")): r for r in rows if r["precision"] == "float32" and r.get("threads")}
     for r in rows:
-        ref = base.get(r["format"])
+        ref = base.get((r["format"], r.get("client")))
         if ref is not None and r.get("threads"):
             r["speedup_vs_float32"] = {t: ref["threads"][t]["median_ms"] / v["median_ms"]
                                        for t, v in r["threads"].items() if t in ref["threads"]}

@@ -17,11 +17,17 @@ def label(row: Dict) -> str:
             + (" MODIFIED" if row.get("modified") else ""))
 
 
+def where(row: Dict) -> str:
+    """``tflite``, or ``tflite in Chromium, WASM`` for a row the web app measured in a browser."""
+    return row["format"] + (f" in {row['client']}" if row.get("client") else "")
+
+
 def _cells(row: Dict, threads: List[int]) -> List[str]:
     rec = row.get("recall", {})
-    cells = [row["format"], label(row), MARK[row["status"]],
+    cells = [where(row), label(row), MARK[row["status"]],
              f"{row['size_bytes'] / 1e6:.2f}" if row.get("size_bytes") else "-",
-             f"{rec['recall@1']:.2f}" if "recall@1" in rec else "-"]
+             (f"{rec['recall@1']:.2f}" + (f" ({row['recall_images']} img)" if row.get("recall_images") else ""))
+             if "recall@1" in rec else "-"]
     for t in threads:
         lat = row.get("threads", {}).get(str(t))
         cells.append(f"{lat['median_ms']:.2f} / {lat['p90_ms']:.2f}" if lat else "-")
@@ -31,12 +37,14 @@ def _cells(row: Dict, threads: List[int]) -> List[str]:
     cells.append(f"{best:.0f}" if best else "-")
     cells.append(f"{row['peak_rss_mb']:.0f}" if row.get("peak_rss_mb") else "-")
     cells.append(f"{row['anchor_ratio']:.2f}x" if row.get("anchor_ratio") else "")
+    ratio = row.get("host_ratio", {})
+    cells.append(" / ".join(f"{ratio[str(t)]:.2f}x" for t in threads if str(t) in ratio))
     return cells
 
 
 def _header(threads: List[int]) -> List[str]:
     return (["format", "precision", "status", "size MB", "R@1"] + [f"ms {t}T med/p90" for t in threads]
-            + ["speed vs fp32 " + "/".join(f"{t}T" for t in threads), "img/s", "peak MB", "vs Keras"])
+            + ["speed vs fp32 " + "/".join(f"{t}T" for t in threads), "img/s", "peak MB", "vs Keras", "vs host"])
 
 
 def format_table(report: Dict) -> str:
@@ -93,7 +101,7 @@ def write_plots(report: Dict, out_dir: Path) -> List[str]:
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in measured:
         ks = sorted(int(k.split("@")[1]) for k in r["recall"])
-        ax.plot(ks, [r["recall"][f"recall@{k}"] for k in ks], marker="o", label=f"{r['format']} {r['precision']}")
+        ax.plot(ks, [r["recall"][f"recall@{k}"] for k in ks], marker="o", label=f"{where(r)} {r['precision']}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("K")
     ax.set_ylabel("Recall@K (%)")
@@ -111,7 +119,7 @@ def _latency_panel(ax, report: Dict, measured: List[Dict], t: str) -> None:
     for r in measured:
         refused = r["status"] == "refused"
         ax.scatter(r["threads"][t]["median_ms"], r["recall"]["recall@1"], marker="x" if refused else "o",
-                   s=50, label=f"{r['format']} {label(r)}" + (" (refused)" if refused else ""))
+                   s=50, label=f"{where(r)} {label(r)}" + (" (refused)" if refused else ""))
     top = max([r["recall"]["recall@1"] for r in measured] + [(report.get("teacher") or {}).get("recall@1", 0)], default=1)
     teacher = report.get("teacher")
     if teacher:

@@ -11,6 +11,11 @@ def _mb(row: Dict) -> str:
     return f"{row['size_bytes'] / 1e6:.2f}" if "size_bytes" in row else "-"
 
 
+def _where(row: Dict) -> str:
+    """``tflite``, or ``tflite in Chromium`` for the browser gate's row (``mdistill verify --browser``)."""
+    return row["format"] + (" in Chromium" if "browser" in row else "")
+
+
 def _mark(row: Dict) -> str:
     """✓ / ✗, with ``ref`` when the figures come from a reference interpreter, not the format's runtime."""
     return MARK.get(row["status"], row["status"]) + ("ref" if row.get("parity_note") else "")
@@ -24,7 +29,7 @@ def format_report(report: Dict) -> str:
     for r in report["rows"]:
         p = r.get("parity") or {}
         f = lambda k, spec: format(p[k], spec) if k in p else "-"  # noqa: E731
-        body.append([r["format"] + (" in Chromium" if "browser" in r else ""), r["precision"], _mb(r), f("cosine_min", ".6f"), f("cosine_mean", ".6f"),
+        body.append([_where(r), r["precision"], _mb(r), f("cosine_min", ".6f"), f("cosine_mean", ".6f"),
                      f("recall@1_export", ".2f"), f("recall@1_pytorch", ".2f"), f("recall@1_drop", ".2f"),
                      f("asymmetric_recall@1", ".2f"), f("asymmetric_recall@1_drop", ".2f"),
                      *([f("teacher_gallery_recall@1", ".2f"), f("teacher_gallery_recall@1_drop", ".2f")]
@@ -42,7 +47,7 @@ def format_report(report: Dict) -> str:
     out += [line(b) for b in body]
     notes = []
     for r in report["rows"]:
-        tag = f"{r['format']} {r['precision']}"
+        tag = f"{_where(r)} {r['precision']}"
         for failure in r["failures"]:
             notes.append(f"✗ {tag}: {failure}")
         if r.get("parity_note"):
@@ -72,7 +77,7 @@ def failure_message(report: Dict) -> Optional[str]:
     failed = [r for r in report["rows"] if r["status"] == "failed"]
     if not failed:
         return None
-    tag = lambda r: f"{r['format']} {r['precision']}"  # noqa: E731
+    tag = lambda r: f"{_where(r)} {r['precision']}"  # noqa: E731
     parts = []
     full = [r for r in failed if any("No space left on device" in f or "[Errno 28]" in f for f in r["failures"])]
     if full:

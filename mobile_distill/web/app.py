@@ -50,23 +50,28 @@ def node_modules() -> Path:
     return where
 
 
-def _place(src: Path, dst: Path) -> None:
-    """A hard link where the file system allows it (the runtimes are ~80 MB per app), else a copy."""
+def _place(src: Path, dst: Path, link: bool = False) -> None:
+    """A copy; with ``link``, a hard link where the file system allows it (the npm runtimes, ~80 MB
+    per app, which nobody edits: a page or model file someone edits in the app must not change
+    the installed one)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists():
         dst.unlink()
     try:
-        os.link(src, dst)
+        if link:
+            os.link(src, dst)
+            return
     except OSError:
-        shutil.copyfile(src, dst)
+        pass
+    shutil.copyfile(src, dst)
 
 
-def _copy(src: Path, dst: Path) -> None:
+def _vendor(src: Path, dst: Path) -> None:
     if src.is_dir():
         for f in sorted(src.iterdir()):
-            _copy(f, dst / f.name)
+            _vendor(f, dst / f.name)
     else:
-        _place(src, dst)
+        _place(src, dst, link=True)
 
 
 def write_app(export_dir: str | Path, out: Optional[str | Path] = None, gallery: Optional[str] = None,
@@ -97,7 +102,7 @@ def write_app(export_dir: str | Path, out: Optional[str | Path] = None, gallery:
     for f in STATIC.iterdir():
         _place(f, out / f.name)
     for src, dst in VENDOR.items():
-        _copy(vendor / src, out / "vendor" / dst)
+        _vendor(vendor / src, out / "vendor" / dst)
     for a in artifacts:
         _place(export_dir / a["file"], out / a["file"])
     info = None
@@ -109,7 +114,7 @@ def write_app(export_dir: str | Path, out: Optional[str | Path] = None, gallery:
     order = sorted(artifacts, key=lambda a: (a["precision"] != "float32", a["precision"]))
     write_json_atomic(out / "app.json", {
         "image_size": int(card["model"]["image_size"]),
-        "model": {k: card["model"].get(k) for k in ("arch", "embedding_dim", "image_size", "teacher_index")},
+        "model": {k: card["model"].get(k) for k in ("architecture", "embedding_dim", "image_size", "teacher_index")},
         "artifacts": [{"format": a["format"], "runtime": RUNTIMES[a["format"]], "precision": a["precision"],
                        "file": a["file"], "input": a["input"], "size_bytes": (export_dir / a["file"]).stat().st_size}
                       for a in order],

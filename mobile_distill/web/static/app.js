@@ -245,6 +245,23 @@ window.mdistill = {
     }
     return out;
   },
+  /** The model alone on one image's input, `runs` times after `warmup` (ms each): what the host
+   *  bench times, so the two compare. */
+  async timeModel(url, warmup, runs) {
+    const blob = await (await fetchOk(url, "the image")).blob();
+    const bitmap = await decode(blob, url);
+    const s = app.spec;
+    const input = toInput(resize(pixels(bitmap, bitmap.width, bitmap.height), bitmap.width, bitmap.height, s.size), s);
+    const shape = s.layout === "NHWC" ? [1, s.size, s.size, 3] : [1, 3, s.size, s.size];
+    for (let i = 0; i < warmup; i++) await app.run(input, shape);
+    const ms = [];
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      await app.run(input, shape);
+      ms.push(performance.now() - t0);
+    }
+    return ms;
+  },
   resize,
   toInput,
 };
