@@ -165,6 +165,9 @@ def test_a_dropped_picture_searches_the_gallery_as_python_does(app, exported, tm
         page.page.set_input_files("#file", str(image))
         page.page.wait_for_function("() => document.getElementById('preview').src.startsWith('blob:')")
         assert not [e for e in page.errors if e.startswith("mdistill:")], page.errors
+        # everything the page loaded came from the app's own server: no CDN, no network
+        outside = [r for r in page.requests if not r.startswith((url, "blob:", "data:"))]
+        assert not outside and any("vendor/litertjs/wasm/" in r for r in page.requests), outside or page.requests
     record_property("screenshot", str(shot))
     assert got == expected, (got, expected)
     assert labels[0].startswith("class_03 ")  # the gallery's own copy of the image comes first
@@ -291,3 +294,21 @@ def test_export_browser_adds_a_browser_row_per_file(exported, tmp_path):
     assert "onnx in Chromium" in proc.stdout
     refused = run_cli("export", "--model", "timm:resnet18", "--browser", check=False)
     assert refused.returncode == 2 and "--browser gates a checkpoint's files" in refused.stderr
+
+
+def test_the_camera_path_takes_a_picture_and_searches(app):
+    """Chromium's test camera in place of a phone's: the page's camera button, the video, the
+    picture taken from it and its search, with the latency shown."""
+    from mobile_distill.web.browser import open_page
+    from mobile_distill.web.server import serving
+
+    with serving(app) as (url, _), open_page(url, fake_camera=True) as page:
+        page.info()
+        page.page.click("#camera")
+        page.page.wait_for_selector("#snap:not([hidden])")
+        page.page.wait_for_function("() => document.getElementById('video').videoWidth > 0")
+        page.page.click("#snap")
+        page.page.wait_for_selector("#results li")
+        assert len(page.page.query_selector_all("#results li")) == 8
+        assert "ms per image" in page.page.text_content("#latency")
+        assert not [e for e in page.errors if e.startswith("mdistill:")], page.errors

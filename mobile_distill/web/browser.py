@@ -27,10 +27,11 @@ def chromium() -> str:
 
 
 class Page:
-    """An open page of the app: ``call`` runs JavaScript in it; ``errors`` holds its console errors."""
+    """An open page of the app: ``call`` runs JavaScript in it; ``errors`` holds its console errors,
+    ``requests`` every URL it asked for."""
 
-    def __init__(self, page, errors: List[str]):
-        self.page, self.errors = page, errors
+    def __init__(self, page, errors: List[str], requests: List[str]):
+        self.page, self.errors, self.requests = page, errors, requests
 
     def call(self, script: str, arg=None):
         return self.page.evaluate(script, arg)
@@ -46,24 +47,28 @@ class Page:
 
 
 @contextlib.contextmanager
-def open_page(url: str, timeout_s: float = 120) -> Iterator[Page]:
-    """Load ``url`` in headless Chromium and wait until the app says ready or failed."""
+def open_page(url: str, timeout_s: float = 120, fake_camera: bool = False) -> Iterator[Page]:
+    """Load ``url`` in headless Chromium and wait until the app says ready or failed. ``fake_camera``:
+    Chromium's own test camera (a moving pattern) stands in for a real one, permission granted."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         raise WebError("Playwright is not installed: pip install 'mobile_distill[dev]' (or pip install playwright); "
                        "it drives the system's Chromium, no browser download") from None
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=FLAGS)
+        camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"] if fake_camera else []
+        browser = p.chromium.launch(executable_path=chromium(), args=FLAGS + camera)
         try:
             page = browser.new_page()
             page.set_default_timeout(timeout_s * 1000)
             errors: List[str] = []
+            requests: List[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
             page.goto(url)
             page.wait_for_function("() => document.body.dataset.state !== 'loading'")
-            yield Page(page, errors)
+            yield Page(page, errors, requests)
         finally:
             browser.close()
 
