@@ -24,7 +24,7 @@ import click
 def web_cmd(export_dir, out, gallery, gallery_model, gallery_limit, host, port, no_serve):
     """Write a static web app that runs EXPORT_DIR's .tflite (LiteRT.js) or .onnx (ONNX Runtime Web) in the
     browser and searches a gallery, then serve it."""
-    from .web.app import write_app
+    from .web.app import WebError, write_app
     from .web.server import ISOLATION, make_server
 
     done = write_app(export_dir, out, gallery=gallery, gallery_model=gallery_model, gallery_limit=gallery_limit)
@@ -35,7 +35,11 @@ def web_cmd(export_dir, out, gallery, gallery_model, gallery_limit, host, port, 
         click.echo("serve it with these headers (threaded WebAssembly needs them): "
                    + "; ".join(f"{k}: {v}" for k, v in ISOLATION.items()))
         return
-    server = make_server(done["app"], host, port)
+    try:
+        server = make_server(done["app"], host, port)
+    except OSError as e:  # a port in use, an address not of this machine
+        raise WebError(f"cannot serve on {host}:{port} ({e.strerror or e}): pass another --port (0 picks a free one) "
+                       "or --host; the app is written, --no-serve leaves it to another server") from None
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     click.echo(f"open http://{shown}:{server.server_address[1]}/  (LiteRT.js; ?runtime=onnx for ONNX Runtime Web, "
                "&precision=int8 for another file, &backend=webgpu)")

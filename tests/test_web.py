@@ -248,6 +248,15 @@ def test_cli_writes_the_app_and_refuses_a_folder_without_an_export(exported, tmp
     doc = json.loads((out / "app.json").read_text())
     assert [a["file"] for a in doc["artifacts"]][:2] == ["student_float32.tflite", "student_float32.onnx"]
     assert json.loads((out / "gallery" / "gallery.json").read_text())["count"] == 5
+    import socket
+
+    with socket.socket() as taken:  # a port another program holds
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run_cli("web", str(exported[0]), "--out", str(out), "--port", str(port), check=False)
+    assert busy.returncode == 1 and "Traceback" not in busy.stderr, busy.stderr
+    assert f"cannot serve on 127.0.0.1:{port}" in busy.stderr and "pass another --port" in busy.stderr
     bad = run_cli("web", str(tmp_path / "nothing"), "--no-serve", check=False)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "holds no model.json: give the folder `mdistill export` wrote" in bad.stderr
