@@ -46,7 +46,7 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
         allow_modified: measure files whose sha256 differs from model.json's (changed after the
             export's gate passed them) instead of failing their rows; the rows say so.
         browser: add rows for the .tflite and .onnx files run by the web app in headless Chromium
-            (``bench/browser.py``), Recall@1 on ``browser_samples`` of the gate's test images.
+            (``web/bench.py``), Recall@1 on ``browser_samples`` of the gate's test images.
 
     Returns:
         the report written to ``bench.json``; ``passed`` is False if any row failed.
@@ -94,7 +94,7 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
             rows.append(device_row(adb, adb_serial, export_dir, card, np.load(image_file), out_dir, warmup, runs,
                                    threads=threads[0], log=log))
         if browser:
-            from .browser import browser_rows
+            from ..web.bench import browser_rows
 
             rows += browser_rows(export_dir, card, ckpt, data, rows, threads, warmup, runs, browser_samples, log)
     finally:

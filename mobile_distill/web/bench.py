@@ -1,5 +1,7 @@
-"""``mdistill bench --browser``: rows for the export's files run by the web app in headless
-Chromium (LiteRT.js for ``.tflite``, ONNX Runtime Web for ``.onnx``, on WebAssembly): the model's
+"""``mdistill bench --browser``'s rows, kept here and not in ``bench`` (which times files on
+``runtime`` and never imports ``export``, whose gate these rows apply): the export's files run by
+the web app in headless Chromium (LiteRT.js for ``.tflite``, ONNX Runtime Web for ``.onnx``, on
+WebAssembly): the model's
 latency per image (median and p90 over warm runs, as the host rows time it), Recall@1 of the
 embeddings the page computed on the gate's test images, whether they pass the parity gate, and the
 ratio of the browser's latency to the same file on the host, measured in the same run."""
@@ -20,7 +22,7 @@ def browser_rows(export_dir: Path, card: Dict, ckpt: Path, data: Optional[str], 
                  log=lambda _: None) -> List[Dict]:
     from ..export.parity import gate, recall_at_1
     from ..export.verify import gated_reference
-    from ..web.gate import RUNTIME_NAMES, browser_runs, parity_images
+    from .gate import RUNTIME_NAMES, browser_runs, parity_images
 
     artifacts = [a for a in card["artifacts"] if a["format"] in RUNTIME_FORMATS and (export_dir / a["file"]).is_file()]
     if not artifacts:
