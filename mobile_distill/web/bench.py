@@ -14,24 +14,22 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-RUNTIME_FORMATS = ("tflite", "onnx")
-
-
 def browser_rows(export_dir: Path, card: Dict, ckpt: Path, data: Optional[str], host_rows: Sequence[Dict],
                  threads: Sequence[int], warmup: int, runs: int, parity_samples: int = 256,
                  log=lambda _: None) -> List[Dict]:
     from ..export.parity import gate, recall_at_1
     from ..export.verify import gated_reference
+    from .app import RUNTIMES
     from .gate import RUNTIME_NAMES, browser_runs, parity_images
 
-    artifacts = [a for a in card["artifacts"] if a["format"] in RUNTIME_FORMATS and (export_dir / a["file"]).is_file()]
+    artifacts = [a for a in card["artifacts"] if a["format"] in RUNTIMES and (export_dir / a["file"]).is_file()]
     if not artifacts:
         return []
     _, net, size, _, dataset = gated_reference(ckpt, data)
     rgb, labels, reference = parity_images(dataset, size, net, parity_samples)
     rows = {a["file"]: {"format": a["format"], "precision": a["precision"], "file": a["file"], "status": "ok",
                         "size_bytes": (export_dir / a["file"]).stat().st_size, "client": "Chromium, WASM",
-                        "runtime": RUNTIME_NAMES["litert" if a["format"] == "tflite" else "onnx"], "threads": {},
+                        "runtime": RUNTIME_NAMES[RUNTIMES[a["format"]]], "threads": {},
                         "recall_images": len(rgb), "pytorch_recall@1_same_images": 100 * recall_at_1(reference, labels)}
             for a in artifacts}
     for t in threads:
