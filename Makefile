@@ -4,14 +4,14 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup browser demo test test-avx2 coreml-parity clean
+.PHONY: setup browser demo test test-avx2 coreml-parity docs docs-serve clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,export,web]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,export,web,docs]'
 	touch $@
 
 # The web app's browser runtimes (LiteRT.js, ONNX Runtime Web), exactly as package-lock.json pins them.
@@ -52,5 +52,12 @@ coreml-parity: setup
 	$(BIN)/mdistill export runs/teacher/last.pt --format coreml --out runs/coreml-parity/teacher --quiet
 	$(BIN)/python -m pytest -q tests/test_coreml_reference.py tests/test_export.py -k "coreml or verify"
 
+# The documentation site (docs/, mkdocs.yml), built strictly: a broken link or anchor fails.
+docs: setup
+	$(BIN)/mkdocs build --strict
+
+docs-serve: setup
+	$(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:8000
+
 clean:
-	rm -rf $(VENV) build *.egg-info node_modules
+	rm -rf $(VENV) build *.egg-info node_modules site

@@ -28,7 +28,7 @@ def _demo_time(export_dir: str) -> str:
     try:
         return f"{json.loads(demo.read_text())['wall_time_s'] / 60:.1f} min in its last run here"
     except (OSError, ValueError, KeyError):
-        return "its time is in the README's demo block"
+        return "its time is in docs/getting-started.md's demo block"
 
 
 def export_table(report) -> str:

@@ -24,7 +24,7 @@ class TrainConfig:
     name: str = field(default="teacher", metadata={"help": "run name; the run directory is OUT_DIR/NAME"})
     out_dir: str = field(default="runs", metadata={"help": "where run directories go"})
     seed: int = field(default=0, metadata={"help": "seed for everything (same seed, same numbers on CPU)"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N]"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N (a GPU by index)"})
     workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     autocast: str = field(default="none", metadata={"help": "student forward under torch.autocast: none or bfloat16 (the GPU path; losses stay float32)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the student's training forward"})

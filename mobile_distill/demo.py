@@ -104,7 +104,7 @@ def run(out_dir: str = "runs", progress: bool = True, teacher_overrides: Optiona
         lines += ["", f"distilled student exported to {exported['out_dir']}", format_report(exported)]
     prov = summary["provenance"]
     lines += [f"wall time {summary['wall_time_s'] / 60:.1f} min on {prov['cpu']} ({prov['cpu_kernels']} kernels: "
-              "another CPU's kernels end these short runs elsewhere; the README gives the spread)",
+              "another CPU's kernels end these short runs elsewhere; docs/getting-started.md gives the spread)",
               f"saved to {Path(out_dir) / 'demo.json'}"]
     return "\n".join(lines)
 

@@ -65,7 +65,7 @@ def init_distributed(device_name: str = "auto") -> torch.device:
 
     ``device_name``: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``. Under a
     launcher each rank takes GPU ``LOCAL_RANK``; the backend is nccl on CUDA, gloo on the CPU.
-    SLURM needs ``MASTER_ADDR`` and ``MASTER_PORT`` set (the README shows how).
+    SLURM needs ``MASTER_ADDR`` and ``MASTER_PORT`` set (docs/distributed.md shows how).
     """
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -83,7 +83,7 @@ def init_distributed(device_name: str = "auto") -> torch.device:
         torch.cuda.set_device(device)
     if "MASTER_ADDR" not in os.environ:
         raise ConfigError("a distributed launch needs MASTER_ADDR and MASTER_PORT (torchrun sets them; "
-                          "under SLURM export them, see the README)")
+                          "under SLURM export them, see docs/distributed.md)")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=r, world_size=n,
                             timeout=timedelta(minutes=30))
     return device

@@ -1,6 +1,6 @@
 """Every results file names the commit and the command that wrote it: the JSON files under
 benchmarks/results/ carry a ``provenance`` block, the Markdown tables and plots are listed as
-outputs of one of them, and every results path the README quotes exists and is covered."""
+outputs of one of them, and every results path the README and the docs pages quote exists and is covered."""
 
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ def _in_history(rel: str, readme: str) -> bool:
     return said and bool(logged)
 
 
-def test_the_readme_quotes_only_results_that_name_their_commit():
-    readme = (REPO / "README.md").read_text()
+def test_the_readme_and_docs_quote_only_results_that_name_their_commit():
+    readme = "\n".join(p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
     quoted = sorted(set(_quoted_paths(readme)))
     assert len(quoted) > 5  # the pattern still finds the README's references
     uncovered = []

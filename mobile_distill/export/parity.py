@@ -9,7 +9,7 @@ Figures (on the same real test images; every one is kept in the report):
   neighbour of the same class), and **epsilon-tolerant**: a different neighbour counts as agreeing
   when PyTorch scores it within ``agreement_eps`` cosine of its own top-1. Near-tied neighbours
   swap under any rounding without retrieval changing, so the strict figures under-state parity.
-What gates depends on the precision family (defaults in ``Thresholds``; reasons in the README):
+What gates depends on the precision family (defaults in ``Thresholds``; reasons in docs/export.md):
 float32 by the minimum cosine (the same program must give the same numbers), float16 and the
 int8 family by what a user loses: both Recall@1 drops and the epsilon-tolerant agreement, with a
 loose cosine floor on float16 to catch a broken conversion.
