@@ -60,7 +60,7 @@ def main():
         gates[name] = report
     with tempfile.TemporaryDirectory() as tmp:
         table = bench(export_dir, runs=args.runs, anchor="off", browser=True, browser_samples=args.parity_samples,
-                      out_dir=tmp, log=print)
+                      out_dir=tmp, raise_on_failure=False, log=print)
     print(format_table(table))
     import json
 

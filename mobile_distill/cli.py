@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import click
 
-from .errors import MdistillError
+from .bench.config import BenchConfig
+from .cli_options import dataclass_options
+from .config import TrainConfig
+from .errors import BenchError, MdistillError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,30 +105,13 @@ def models_cmd():
 
 
 # ---------------------------------------------------------------- train
-def _config_options(fn):
-    """One ``--flag`` per ``TrainConfig`` field (default None = keep the config file's value)."""
-    from .config import TrainConfig
-
-    for f in reversed(fields(TrainConfig)):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "") + f" [default: {f.default}]"
-        if f.type.startswith("Tuple"):
-            fn = click.option(flag, f.name, multiple=True, default=None, help=help_text)(fn)
-        elif f.type == "bool":
-            fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)(fn)
-        else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
-            fn = click.option(flag, f.name, type=kind, default=None, help=help_text)(fn)
-    return fn
-
-
 @cli.command("train", context_settings={"max_content_width": 120})
 @click.option("--config", "config_file", default=None, help="YAML config file, or a built-in name (teacher_emoji).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue from a run's last.pt.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Run on N local processes under torchrun (DDP; gloo on CPU, nccl on CUDA).")
-@_config_options
+@dataclass_options(TrainConfig, keep_unset=True)  # None = keep the config file's value
 def train_cmd(config_file, resume, quiet, nproc, **overrides):
     """Train a teacher (metric learning) or, with --teacher and --distill, a student.
 
@@ -242,51 +227,25 @@ for _command in (export_cmd, quant_report_cmd, verify_cmd, metadata_cmd, web_cmd
 
 
 # ---------------------------------------------------------------- bench
-def _int_list(ctx, param, value):
-    try:
-        return [int(v) for v in str(value).split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give comma-separated integers, e.g. 1,2") from None
-
-
 @cli.command("bench", context_settings={"max_content_width": 120})
 @click.argument("export_dir", type=click.Path(path_type=Path))
-@click.option("--data", "data_spec", default=None, help="Data set for Recall@K (default: the one in model.json).")
-@click.option("--threads", default="1", show_default=True, callback=_int_list, help="Thread counts, e.g. 1,2.")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up inferences before timing.")
-@click.option("--runs", type=int, default=100, show_default=True, help="Timed single-image inferences.")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="PyTorch checkpoint for the eager row (default: the one model.json points to).")
-@click.option("--min-recall", type=float, default=None, help="Fail (exit 1) when a format's Recall@1 (%) is below this.")
-@click.option("--anchor", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="Keras-native TFLite anchor (needs TensorFlow; see MDISTILL_KERAS_PYTHON).")
+@dataclass_options(BenchConfig)
 @click.option("--adb", "adb_serial", default=None, is_flag=False, flag_value="", metavar="[SERIAL]",
               help="Also run on an Android phone through adb and the demo app's benchmark mode.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Default: EXPORT_DIR/bench.")
-@click.option("--allow-modified", is_flag=True,
-              help="Measure files whose sha256 differs from model.json's (edited after export) instead of failing them.")
-@click.option("--browser", is_flag=True,
-              help="Also run the .tflite (LiteRT.js) and .onnx (ONNX Runtime Web) files in headless Chromium through "
-                   "the web app: latency, Recall@1 on the gate's test images, the ratio to the same file on the host.")
-@click.option("--browser-samples", type=int, default=256, show_default=True,
-              help="With --browser: test images (whole classes; 0 = all) the page embeds for Recall@1 and the gate.")
 @click.option("--quiet", is_flag=True, help="Only the table and the final line.")
-def bench_cmd(export_dir, data_spec, threads, warmup, runs, checkpoint, min_recall, anchor, adb_serial, out_dir,
-              allow_modified, browser, browser_samples, quiet):
+def bench_cmd(export_dir, adb_serial, quiet, **settings):
     """Size, latency, throughput, memory and Recall@K of every file in an export folder."""
-    from .bench import BenchError, bench, format_table
+    from .bench import bench, failure_message, format_table
 
-    report = bench(export_dir, data=data_spec, threads=threads, warmup=warmup, runs=runs, checkpoint=checkpoint,
-                   min_recall=min_recall, out_dir=out_dir, anchor=anchor,
-                   adb="adb" if adb_serial is not None else None, adb_serial=adb_serial or None,
-                   allow_modified=allow_modified, browser=browser, browser_samples=browser_samples,
-                   log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)))
+    report = bench(export_dir, adb="adb" if adb_serial is not None else None, adb_serial=adb_serial or None,
+                   raise_on_failure=False, log=(lambda _: None) if quiet else (lambda m: click.echo(m, err=True)),
+                   **settings)
     click.echo(format_table(report))
-    out = out_dir or Path(export_dir) / "bench"
+    out = settings["out_dir"] or Path(export_dir) / "bench"
     click.echo(f"saved to {out} (bench.json, bench.md, {', '.join(report['plots'])})")
-    failed = [f"{r['format']} {r['precision']}" for r in report["rows"] if r["status"] == "failed"]
+    failed = failure_message(report)
     if failed:
-        raise BenchError(f"benchmark failed for {', '.join(failed)} (see the ✗ lines above)")
+        raise BenchError(failed)
 
 
 # ---------------------------------------------------------------- demo

@@ -29,6 +29,15 @@ class MissingDependencyError(MdistillError):
     """An optional package (or external tool such as npm) is not installed."""
 
 
+class ExportError(MdistillError):
+    """An export that cannot start or finish (bad options, degenerate model, missing converter), or,
+    from ``export()`` by default, one whose files failed the parity gate (``report`` holds its rows)."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
+
+
 class BenchError(MdistillError):
     """A benchmark that cannot start (no export folder, bad options, no device)."""
 

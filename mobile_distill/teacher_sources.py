@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import CheckpointError, ConfigError, DownloadError
+from .errors import CheckpointError, ConfigError
 from .models.base import Normalize
 from .utils.io import file_digest
 

@@ -27,7 +27,7 @@ def test_every_architecture_exports_to_every_format(arch, tmp_path):
     ckpt = tiny_trained(tmp_path, arch)
     precisions = {**PRECISIONS, "coreml": ["float32", "float16"] if arch in DEFAULTS else ["float32"]}
     report = export(ckpt, formats=["all"], out_dir=tmp_path / "export", precisions=precisions,
-                    parity_samples=0, mixed_precision=False, calib_samples=1)
+                    parity_samples=0, mixed_precision=False, calib_samples=1, raise_on_failure=False)
     rows = {(r["format"], r["precision"]): r for r in report["rows"]}
     assert set(rows) == {(f, p) for f, ps in precisions.items() for p in ps}
     for (fmt, precision), row in rows.items():
@@ -78,7 +78,8 @@ def sine_arch():
 def test_a_coreml_program_with_an_unsupported_op_fails_its_row_by_name(sine_arch, tmp_path):
     ckpt = train_tiny_student(tmp_path, model=sine_arch, epochs=1, batches_per_epoch=2, embedding_dim=16)
     report = export(ckpt, formats=["onnx", "coreml"], out_dir=tmp_path / "export", parity_samples=0,
-                    precisions={"onnx": ["float32"], "coreml": ["float32"]}, mixed_precision=False, calib_samples=1)
+                    precisions={"onnx": ["float32"], "coreml": ["float32"]}, mixed_precision=False, calib_samples=1,
+                    raise_on_failure=False)
     rows = {r["format"]: r for r in report["rows"]}
     assert rows["onnx"]["status"] == "passed"  # the model itself exports; only the interpreter lacks sin
     coreml = rows["coreml"]

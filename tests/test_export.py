@@ -16,7 +16,7 @@ from conftest import run_cli, train_tiny_student
 import litert_torch  # noqa: F401,E402  (part of `make setup`: a broken install must fail, not skip)
 
 from mobile_distill.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from mobile_distill.export import Thresholds, export, read_metadata  # noqa: E402
+from mobile_distill.export import ExportConfig, ExportError, Thresholds, export, read_metadata  # noqa: E402
 from mobile_distill.export.parity import gate  # noqa: E402
 
 
@@ -262,7 +262,7 @@ def test_converter_exception_fails_only_its_row(trained, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tflite, "convert", broken_converter)
     report = export(trained["ckpt"], formats=["tflite", "onnx"], precisions={"tflite": ["float32"]},
-                    out_dir=tmp_path / "mixed", parity_samples=0)
+                    out_dir=tmp_path / "mixed", parity_samples=0, raise_on_failure=False)
     assert not report["passed"]
     row = _row(report, "tflite", "float32")
     assert row["failures"] == ["tflite float32 conversion failed: RuntimeError: unsupported op aten::frobnicate"]
@@ -279,7 +279,7 @@ def test_a_runtime_exception_names_its_stage(trained, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tflite, "run", broken_runtime)
     report = export(trained["ckpt"], formats=["tflite"], precisions={"tflite": ["float32"]},
-                    out_dir=tmp_path / "run", parity_samples=0)
+                    out_dir=tmp_path / "run", parity_samples=0, raise_on_failure=False)
     row = _row(report, "tflite", "float32")
     assert row["failures"] == ["tflite float32 run (LiteRT interpreter) failed: ValueError: interpreter could not "
                                "allocate tensors"]
@@ -477,3 +477,16 @@ def test_export_into_a_read_only_folder_is_one_line(trained, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"Error: cannot write {ro / 'x'}: read-only file system"), last
+
+
+def test_export_raises_on_a_failed_file_by_default_after_writing_its_report(trained, tmp_path):
+    """As the CLI does: a failed row is an error (naming the file and why), the report is on disk and
+    on the exception; ``raise_on_failure=False`` returns it instead, for callers that print it."""
+    impossible = Thresholds(float32_cos_min=1.5)  # a cosine never exceeds 1: every float32 file fails
+    with pytest.raises(ExportError, match=r"parity gate failed for onnx float32") as err:
+        export(trained["ckpt"], formats=["onnx"], out_dir=tmp_path / "a", parity_samples=0, thresholds=impossible)
+    assert err.value.report["rows"][0]["status"] == "failed"
+    assert (tmp_path / "a" / "export_report.json").is_file() and not (tmp_path / "a" / "student_float32.onnx").exists()
+    report = export(trained["ckpt"], ExportConfig(formats=("onnx",), parity_samples=0, thresholds=impossible,
+                                                  raise_on_failure=False), out_dir=tmp_path / "b")
+    assert not report["passed"] and report["rows"][0]["failures"][0].startswith("cosine min")

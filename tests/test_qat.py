@@ -106,7 +106,8 @@ def test_qat_refuses_to_restart_a_qat_run(runs):
 def test_qat_export_is_the_trained_int8_network_gated_against_the_float_student(runs, tmp_path):
     q = load_checkpoint(runs["qat"])
     report = export(runs["qat"], formats=["tflite"], out_dir=tmp_path, parity_samples=0, calib_samples=16,
-                    precisions={"tflite": ["float32", "int8"]}, mixed_precision=False, keep_failed=True)
+                    precisions={"tflite": ["float32", "int8"]}, mixed_precision=False, keep_failed=True,
+                    raise_on_failure=False)
     rows = {r["precision"]: r for r in report["rows"]}
     assert rows["int8"]["details"]["quantization"]["calibration"].startswith("none: the activation ranges")
     # the gate's reference is the float student the run started from: the float32 file holds it
@@ -145,7 +146,8 @@ def test_qat_keeps_named_modules_in_float_in_training_and_in_the_int8_file(runs,
     q = load_checkpoint(tmp_path / "keep" / "last.pt")
     assert q["qat"]["float_modules"] == ["backbone.stages.0"]
     report = export(tmp_path / "keep" / "last.pt", formats=["tflite"], out_dir=tmp_path / "x", parity_samples=0,
-                    precisions={"tflite": ["int8"]}, mixed_precision=False, keep_failed=True)
+                    precisions={"tflite": ["int8"]}, mixed_precision=False, keep_failed=True,
+                    raise_on_failure=False)
     row, = report["rows"]
     assert row["details"]["quantization"]["float_modules"] == ["backbone.stages.0"]
     path = tmp_path / "x" / ("student_int8.tflite" if row["status"] == "passed" else "failed/student_int8.tflite")

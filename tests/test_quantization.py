@@ -75,14 +75,16 @@ def mixed(outlier, tmp_path_factory):
     the gate takes 4 of the 8 test classes, the search probes the other 4."""
     out = tmp_path_factory.mktemp("mixed") / "export"
     report = export(outlier, formats=["tflite"], out_dir=out, parity_samples=16, calib_samples=32, keep_failed=True,
-                    precisions={"tflite": ["float32", "int8", "dynamic_int8"]}, mixed_precision=True)
+                    precisions={"tflite": ["float32", "int8", "dynamic_int8"]}, mixed_precision=True,
+                    raise_on_failure=False)
     return out, report
 
 
 def test_int8_refusals_are_real(outlier, tmp_path):
     out = tmp_path / "plain"
     report = export(outlier, formats=["tflite"], out_dir=out, parity_samples=0, calib_samples=32,
-                    precisions={"tflite": ["float32", "int8", "dynamic_int8", "weight_int8"]}, mixed_precision=False)
+                    precisions={"tflite": ["float32", "int8", "dynamic_int8", "weight_int8"]}, mixed_precision=False,
+                    raise_on_failure=False)
     assert _row(report, "float32")["status"] == "passed"
     assert _row(report, "weight_int8")["status"] == "passed"  # float activations: no per-tensor range to spend
     for precision in ("int8", "dynamic_int8"):
@@ -126,7 +128,7 @@ def test_float16_refusal_is_real(tiny, tmp_path):
     assert torch.nn.functional.cosine_similarity(before, after).min() > 0.5  # the same model, less its bias
     out = tmp_path / "fp16"
     report = export(path, formats=["tflite"], out_dir=out, parity_samples=0, calib_samples=8,
-                    precisions={"tflite": ["float32", "float16"]})
+                    precisions={"tflite": ["float32", "float16"]}, raise_on_failure=False)
     assert _row(report, "float32")["status"] == "passed"
     row = _row(report, "float16")
     assert row["status"] == "failed" and not (out / row["file"]).exists()

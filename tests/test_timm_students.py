@@ -55,7 +55,7 @@ def test_the_folded_network_equals_the_training_one(arch):
 def test_timm_student_exports_to_every_format(arch, tmp_path):
     ckpt = tiny_trained(tmp_path, arch)
     report = export(ckpt, formats=["all"], out_dir=tmp_path / "export", precisions=PRECISIONS,
-                    parity_samples=0, mixed_precision=False, calib_samples=8)
+                    parity_samples=0, mixed_precision=False, calib_samples=8, raise_on_failure=False)
     rows = {(r["format"], r["precision"]): r for r in report["rows"]}
     assert set(rows) == {(f, p) for f, ps in PRECISIONS.items() for p in ps}
     assert (report["reparameterized_blocks"] > 0) == (arch in REPARAMETERISED)

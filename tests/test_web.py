@@ -286,7 +286,7 @@ def test_bench_browser_row_fails_when_the_page_computes_other_embeddings(exporte
 
     _page_swapping_red_and_blue(tmp_path, monkeypatch)
     report = bench(exported[0], runs=2, warmup=0, anchor="off", browser=True, browser_samples=0,
-                   out_dir=tmp_path / "bench")
+                   out_dir=tmp_path / "bench", raise_on_failure=False)
     row = next(r for r in report["rows"] if r.get("client") and r["precision"] == "float32" and r["format"] == "tflite")
     assert row["status"] == "failed" and "browser parity gate failed: cosine min" in row["error"]
     assert not report["passed"]

@@ -4,7 +4,8 @@
     report = bench("runs/student/export", threads=[1, 2])
 """
 
-from .api import BenchError, bench
+from .api import BenchError, bench, failure_message
+from .config import BenchConfig
 from .report import format_table
 
-__all__ = ["bench", "BenchError", "format_table"]
+__all__ = ["bench", "BenchConfig", "BenchError", "failure_message", "format_table"]

@@ -11,12 +11,13 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
 from ..errors import BenchError, DataError
 from ..utils.provenance import cpu_model, provenance
+from .config import BenchConfig, bench_config
 from .timing import measure
 
 
@@ -27,35 +28,47 @@ def machine() -> Dict:
             "python": platform.python_version(), "tools": tool_versions()}
 
 
-def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[int] = (1,), warmup: int = 10,
-          runs: int = 100, checkpoint: Optional[str | Path] = None, min_recall: Optional[float] = None,
-          out_dir: Optional[str | Path] = None, anchor: str = "auto", adb: Optional[str] = None,
-          adb_serial: Optional[str] = None, allow_modified: bool = False, browser: bool = False,
-          browser_samples: int = 256, log: Callable[[str], None] = lambda _: None) -> Dict:
+def bench(export_dir: str | Path, config: Optional[BenchConfig] = None, *, log: Callable[[str], None] = lambda _: None,
+          **settings) -> Dict:
     """Benchmark every file of an ``mdistill export`` folder (see the module docstring).
 
     Args:
         export_dir: a folder with ``model.json`` (written by ``mdistill export``).
-        data: data set for Recall@K (default: the one recorded in model.json).
-        threads: thread counts to measure latency at (each pinned in its own run).
-        warmup, runs: single-image warm-up and timed runs.
-        checkpoint: the PyTorch checkpoint (default: the one model.json points to).
-        min_recall: fail rows whose Recall@1 (percent) is below this.
-        anchor: ``auto`` (Keras-native TFLite anchor when TensorFlow is available), ``off``.
-        adb: run on a phone: the ``adb`` executable to use (``"adb"`` = from PATH).
-        allow_modified: measure files whose sha256 differs from model.json's (changed after the
-            export's gate passed them) instead of failing their rows; the rows say so.
-        browser: add rows for the .tflite and .onnx files run by the web app in headless Chromium
-            (``web/bench.py``), Recall@1 on ``browser_samples`` of the gate's test images.
+        config: a ``BenchConfig`` (default: its defaults): data set, thread counts, warm-up and timed
+            runs, the PyTorch checkpoint, ``min_recall``, the Keras anchor, a phone (``adb``), the
+            browser rows, ``allow_modified`` (measure files edited after the gate passed them).
+        settings: any ``BenchConfig`` field, applied on top of ``config`` (``bench(d, threads=[1, 2])``).
+        log: called with one line per step.
 
     Returns:
-        the report written to ``bench.json``; ``passed`` is False if any row failed.
+        the report written to ``bench.json``; ``passed`` is False if any row failed (returned only
+        with ``raise_on_failure=False``).
+
+    Raises:
+        BenchError: when a row failed (after the report is written), unless ``raise_on_failure=False``;
+            and before any measurement for a missing folder or bad settings.
     """
+    c = bench_config(config, **settings)
+    report = _bench(Path(export_dir), c, log)
+    message = failure_message(report)
+    if message and c.raise_on_failure:
+        raise BenchError(message)
+    return report
+
+
+def failure_message(report: Dict) -> Optional[str]:
+    """One line naming the rows that failed, ``None`` when none did."""
+    failed = [f"{r['format']} {r['precision']}" for r in report["rows"] if r["status"] == "failed"]
+    return f"benchmark failed for {', '.join(failed)} (see the ✗ lines above)" if failed else None
+
+
+def _bench(export_dir: Path, c: BenchConfig, log: Callable[[str], None]) -> Dict:
+    data, threads, warmup, runs, checkpoint = c.data, c.threads, c.warmup, c.runs, c.checkpoint
+    min_recall, out_dir, anchor, adb, adb_serial = c.min_recall, c.out_dir, c.anchor, c.adb, c.adb_serial
     from ..data import create_dataset
     from ..evaluate import retrieval_metrics
     from .report import write_outputs
 
-    export_dir = Path(export_dir)
     card_path = export_dir / "model.json"
     if not card_path.is_file():
         raise BenchError(f"no model.json in {export_dir}: run `mdistill export CHECKPOINT --out {export_dir}` first")
@@ -75,7 +88,7 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
     image_file = _cached_images(out_dir, dataset, size, log)
     source = model["source_checkpoint"]
     ckpt = Path(checkpoint) if checkpoint else export_dir / source.get("path", f"../{source['file']}")
-    targets = _targets(export_dir, card, ckpt, allow_modified)
+    targets = _targets(export_dir, card, ckpt, c.allow_modified)
     rows: List[Dict] = []
     try:
         for target in targets:
@@ -93,10 +106,10 @@ def bench(export_dir: str | Path, data: Optional[str] = None, threads: Sequence[
 
             rows.append(device_row(adb, adb_serial, export_dir, card, np.load(image_file), out_dir, warmup, runs,
                                    threads=threads[0], log=log))
-        if browser:
+        if c.browser:
             from ..web.bench import browser_rows
 
-            rows += browser_rows(export_dir, card, ckpt, data, rows, threads, warmup, runs, browser_samples, log)
+            rows += browser_rows(export_dir, card, ckpt, data, rows, threads, warmup, runs, c.browser_samples, log)
     finally:
         image_file.unlink(missing_ok=True)  # a bench killed before this leaves it for the next run to reuse
 

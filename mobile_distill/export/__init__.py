@@ -10,8 +10,9 @@ model card and embedded metadata (``metadata``), the orchestration (``api``); th
 
 import importlib
 
-_EXPORTS = {"export": "api", "FORMATS": "formats", "read_metadata": "metadata", "ExportError": "parity",
-            "Thresholds": "parity", "format_report": "report", "failure_message": "report"}
+_EXPORTS = {"export": "api", "ExportConfig": "config", "FORMATS": "formats", "read_metadata": "metadata",
+            "ExportError": "config",
+            "Thresholds": "config", "format_report": "report", "failure_message": "report"}
 __all__ = list(_EXPORTS)
 
 

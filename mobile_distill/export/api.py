@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -25,70 +26,56 @@ from . import formats as fmt_registry
 from . import server as server_mod
 from .manifest import Manifest, staging_path
 from .metadata import build_card, embedded_document
-from .parity import ExportError, Thresholds, check_not_degenerate, gate, recall_at_1
+from ..errors import ExportError
+from .config import ExportConfig, export_config
+from .parity import check_not_degenerate, gate, recall_at_1
+from .report import failure_message
 from .prepare import (ExportModule, InputSpec, embed, load_images, pick_calibration_samples,  # noqa: F401
                       pick_parity_samples)  # embed: re-exported
 
 
-def export(
-    checkpoint: Optional[str | Path] = None,
-    formats: Sequence[str] = ("all",),
-    out_dir: Optional[str | Path] = None,
-    precisions: Optional[Mapping[str, Sequence[str]]] = None,
-    input_layout: Optional[str] = None,
-    input_dtype: str = "float32",
-    parity_samples: int = 256,
-    calib_samples: int = 256,
-    thresholds: Thresholds = Thresholds(),
-    keep_failed: bool = False,
-    data: Optional[str] = None,
-    name: str = "student",
-    seed: int = 0,
-    calibration: str = "minmax",
-    mixed_precision: bool = True,
-    log: Callable[[str], None] = lambda _: None,
-    model=None,
-    weights: Optional[str | Path] = None,
-    contract=None,
-    teacher_gallery: str = "auto",
-) -> Dict:
+def export(checkpoint: Optional[str | Path] = None, config: Optional[ExportConfig] = None, *, model=None,
+           weights: Optional[str | Path] = None, contract=None, log: Callable[[str], None] = lambda _: None,
+           **settings) -> Dict:
     """Export a trained checkpoint, or a model trained elsewhere, and prove each file against PyTorch.
 
     Args:
         checkpoint: a mobile_distill ``.pt`` checkpoint (or ``model``).
-        formats: any of ``onnx``, ``tflite``, ``coreml``, or ``all``.
-        out_dir: where the files go (default: ``export/`` beside the checkpoint).
-        precisions: per format, the precisions to export (default: each format's defaults).
-        input_layout: ``nhwc`` or ``nchw`` for every format (default: NHWC for TFLite, NCHW otherwise).
-        input_dtype: ``float32`` (RGB in [0, 1]) or ``uint8`` (0-255 bytes; CoreML stays float32).
-        parity_samples: test images for the gate (whole classes; 0 = the whole test split).
-        calib_samples: training images for static int8 calibration.
-        thresholds: the gate's thresholds.
-        keep_failed: move failed files to ``out_dir/failed/`` instead of deleting them.
-        data: data set spec for the parity/calibration images (default: the checkpoint's).
-        name: file stem (``student_float32.tflite``).
-        calibration: ``minmax``, ``mse`` or ``octav`` (TFLite quantised precisions).
-        mixed_precision: retry a quantised file that fails the gate with its most sensitive ops in
-            float (ranked and chosen on other images than the gate's, so those only judge the result).
+        config: an ``ExportConfig`` (default: its defaults): formats, precisions, input contract,
+            gate images and ``thresholds``, calibration, mixed precision, output folder, ...
+        settings: any ``ExportConfig`` field, applied on top of ``config``
+            (``export(ckpt, formats=["onnx"], parity_samples=0)``).
         model: instead of a checkpoint, a model trained elsewhere: ``timm:NAME``,
             ``py:package.module:function`` or an ``nn.Module`` mapping a normalised batch to
             embeddings; ``data`` is then required (``export/outside.py``).
         weights: with ``model``: a state dict or ``.safetensors`` file to load into it.
         contract: with ``model``: an ``outside.Contract`` (image size, mean, std) overriding the model's own.
-        teacher_gallery: ``auto`` (a student trained with ``compatible: true``: every file's queries are
-            also gated against its teacher's gallery of the gate's images), ``off``, or the model that
-            embeds the server's index (a checkpoint, ``timm:``, ``tv:``, ``py:`` or ONNX file).
+        log: called with one line per step.
 
     Returns:
         The report dict that is also written to ``export_report.json`` (``passed`` is False when
-        any row failed).
+        any row failed: returned only with ``raise_on_failure=False``).
 
     Raises:
-        ExportError / CheckpointError / DataError / MissingDependencyError: before anything is written.
+        ExportError: when a file failed the gate (after the report is written; ``.report`` holds it),
+            unless ``raise_on_failure=False``; and with CheckpointError / DataError /
+            MissingDependencyError before anything is written.
     """
+    c = export_config(config, **settings)
+    report = _export(checkpoint, c, model, weights, contract, log)
+    message = failure_message(report)
+    if message and c.raise_on_failure:
+        raise ExportError(message, report=report)
+    return report
+
+
+def _export(checkpoint, c: ExportConfig, model, weights, contract, log) -> Dict:
+    formats, out_dir, input_layout, input_dtype = c.formats, c.out_dir, c.input_layout, c.input_dtype
+    parity_samples, calib_samples, thresholds, data, seed = c.parity_samples, c.calib_samples, c.thresholds, c.data, c.seed
+    calibration, mixed_precision = c.calibration, c.mixed_precision
     names = fmt_registry.parse_formats(formats)
     modules = {n: fmt_registry.get(n) for n in names}
-    wanted = _resolve_precisions(modules, precisions or {})
+    wanted = _resolve_precisions(modules, c.precisions or {})
     for module in modules.values():
         module.check_installed()
     from .mixed_precision import CALIBRATIONS
@@ -99,7 +86,7 @@ def export(
         raise ExportError("--parity-samples must be >= 0 (0 = all) and --calib-samples >= 1")
 
     if model is not None:  # nothing is written before the gate's images show the model is not degenerate
-        checkpoint, ckpt, net, dataset, out_dir = _outside(checkpoint, model, weights, contract, data, out_dir, name)
+        checkpoint, ckpt, net, dataset, out_dir = _outside(checkpoint, model, weights, contract, data, out_dir, c.name)
         what = f"the model {model if isinstance(model, str) else ckpt['model']['arch']}"
     elif checkpoint is None:
         raise ExportError("nothing to export: give a checkpoint, or model= (--model timm:NAME|py:module:function)")
@@ -128,7 +115,7 @@ def export(
     collapsed = check_not_degenerate(reference, thresholds, what)
     if collapsed:
         raise ExportError(f"refusing to export: {collapsed}")
-    server_spec = server_mod.wanted(ckpt, teacher_gallery)
+    server_spec = server_mod.wanted(ckpt, c.teacher_gallery)
     server = server_mod.server_gallery(ckpt, server_spec, parity, dataset.name, log) if server_spec else None
     if server is not None:  # also refuses, before anything is written, sizes no recorded projection joins
         server_r1 = server.recall_at_1(reference, labels)
@@ -141,7 +128,7 @@ def export(
     out_dir.mkdir(parents=True, exist_ok=True)
     card = build_card(ckpt, checkpoint, out_dir)
     card["reparameterized_blocks"] = folded
-    manifest = Manifest(out_dir, card, log)
+    job = _Job(net, card, out_dir, images, labels, reference, calib, c, probe, log, Manifest(out_dir, card, log), server)
     rows: List[Dict] = []
     for fmt, module in modules.items():
         dtype = input_dtype if input_dtype in getattr(module, "INPUT_DTYPES", (input_dtype,)) else "float32"
@@ -153,9 +140,7 @@ def export(
             wrapped.qat = ExportModule(deployable(qat_net, ckpt["qat"], size), spec)
         for precision in wanted[fmt]:
             log(f"{fmt} {precision}: converting")
-            rows.append(_export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name,
-                                    images, labels, reference, calib, thresholds, keep_failed,
-                                    calibration, probe, log, manifest, server))
+            rows.append(_export_one(job, module, fmt, precision, wrapped, spec))
             log(f"{fmt} {precision}: {rows[-1]['status']}")
 
     report = {
@@ -255,10 +240,31 @@ class _Probe:
         return self
 
 
-def _export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name, images, labels,
-                reference, calib, thresholds, keep_failed, calibration, probe, log, manifest: Manifest,
-                server=None) -> Dict:
-    final = out_dir / f"{name}_{precision}{module.SUFFIX}"
+@dataclass
+class _Job:
+    """What every file of one export shares: the network and its card, the gate's images with
+    PyTorch's embeddings, the calibration images, the settings, and the folder's manifest."""
+
+    net: torch.nn.Module
+    card: Dict
+    out_dir: Path
+    images: np.ndarray
+    labels: np.ndarray
+    reference: torch.Tensor
+    calib: np.ndarray
+    config: ExportConfig
+    probe: Optional["_Probe"]
+    log: Callable[[str], None]
+    manifest: Manifest
+    server: Optional[object] = None
+
+
+def _export_one(job: _Job, module, fmt: str, precision: str, wrapped, spec: InputSpec) -> Dict:
+    """Convert, gate, and publish (or drop) one file of the export."""
+    net, card, out_dir, images, labels, reference = job.net, job.card, job.out_dir, job.images, job.labels, job.reference
+    calib, thresholds, calibration, probe, log, server = (job.calib, job.config.thresholds, job.config.calibration,
+                                                          job.probe, job.log, job.server)
+    final = out_dir / f"{job.config.name}_{precision}{module.SUFFIX}"
     staging = staging_path(final)  # private to this process: exports may run side by side
     row = {"format": fmt, "precision": precision, "file": final.name, "input": spec.describe(),
            "output": {"name": "embedding", "shape": [1, net.embedding_dim], "dtype": "float32"},
@@ -282,17 +288,17 @@ def _export_one(module, fmt, precision, wrapped, net, spec, card, out_dir, name,
             row["status"] = "passed"
             row["sha256"] = path_digest(staging)
             row["size_bytes"] = _size(staging)
-            manifest.publish(row, staging)  # described before it appears: a kill in between leaves no stray file
+            job.manifest.publish(row, staging)  # described before it appears: a kill in between leaves no stray file
         else:
             row["status"] = "failed"
-            if keep_failed and staging.exists():
+            if job.config.keep_failed and staging.exists():
                 kept = out_dir / "failed" / final.name
                 kept.parent.mkdir(exist_ok=True)
                 _remove(kept)
                 os.replace(staging, kept)
                 row["kept_at"] = str(kept)
             _remove(staging)  # first: on a full disk, its bytes are what rewriting model.json needs
-            manifest.drop(final.name)  # an older file of the same name would pass for this one
+            job.manifest.drop(final.name)  # an older file of the same name would pass for this one
     finally:
         _remove(staging)
     return row

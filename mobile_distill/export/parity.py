@@ -17,47 +17,17 @@ loose cosine floor on float16 to catch a broken conversion.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import MdistillError
+from ..errors import ExportError  # noqa: F401 (re-exported: export.parity.ExportError)
+from .config import Thresholds  # noqa: F401 (re-exported)
 
 INT8_PRECISIONS = ("int8", "int16act", "dynamic_int8", "weight_int8")  # int8 weights: one family
-
-
-class ExportError(MdistillError):
-    """An export that cannot start or finish (bad options, degenerate model, missing converter)."""
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Gate thresholds; every one is settable from the CLI. Recall drops are in points (percent),
-    and gate both the symmetric and the asymmetric Recall@1."""
-
-    float32_cos_min: float = 0.9999
-    float16_cos_min: float = 0.99  # a floor for broken conversions; fp16 gates on user loss
-    float16_recall_drop: float = 0.5
-    float16_top1_agreement: float = 0.98
-    int8_recall_drop: float = 1.0
-    int8_top1_agreement: float = 0.90
-    agreement_eps: float = 0.01  # cosine; neighbours closer than this are a tie for the agreement
-    # Mean pairwise cosine of embeddings of different images above this = a collapsed model.
-    degenerate_cos: float = 0.999
-
-    def as_dict(self) -> Dict[str, float]:
-        return asdict(self)
-
-    def with_margin(self, fraction: float = 0.5) -> "Thresholds":
-        """The same gate allowing only ``fraction`` of each loss: what a search on training images
-        aims for, so that its choice still passes on the held-out test images."""
-        return replace(self, float16_recall_drop=fraction * self.float16_recall_drop,
-                       float16_top1_agreement=1 - fraction * (1 - self.float16_top1_agreement),
-                       int8_recall_drop=fraction * self.int8_recall_drop,
-                       int8_top1_agreement=1 - fraction * (1 - self.int8_top1_agreement))
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from pathlib import Path
 from typing import Dict, Iterator, List
 
 from .app import WebError
