@@ -143,7 +143,7 @@ def train_cmd(config_file, resume, quiet, nproc, **overrides):
     elif config_file or any(v is not None for v in overrides.values()):
         raise click.UsageError("--resume continues with the run's own config; drop the other options")
     if nproc and nproc > 1:  # the same command again under torchrun, with the config resolved here
-        from .distributed import launch_train
+        from .train.ddp import launch_train
 
         sys.exit(launch_train(nproc, cfg, resume, quiet))
     try:
@@ -186,7 +186,7 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
     if gallery_model is not None:
         if checkpoint is None:
             raise click.UsageError("--gallery-model needs the query model: a student CHECKPOINT or its exported file")
-        from .asymmetric import evaluate_asymmetric
+        from .asymmetric_eval import evaluate_asymmetric
         from .evaluate import format_comparison
 
         result = evaluate_asymmetric(checkpoint, gallery_model, data_spec, gallery_weights, split,

@@ -102,7 +102,7 @@ def export_cmd(checkpoint, model_spec, weights, image_size, mean, std, android_d
 @click.option("--top", type=int, default=15, show_default=True, help="Ops shown in the table.")
 def quant_report_cmd(checkpoint, precision, out_dir, calibration, calib_samples, probe_samples, data_spec, top):
     """Per-layer quantisation sensitivity of CHECKPOINT as a TFLite file: JSON, table and plot."""
-    from .export.quant_report import markdown, quant_report
+    from .export.tflite.quant_report import markdown, quant_report
 
     report = quant_report(checkpoint, precision=precision, out_dir=out_dir, calibration=calibration,
                           calib_samples=calib_samples, probe_samples=probe_samples, data=data_spec,

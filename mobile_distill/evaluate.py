@@ -17,25 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, DataError
+from .utils.checks import check_finite  # noqa: F401  (re-exported: evaluate.check_finite)
 from .utils.progress import bars_off
 
 Metrics = Dict[str, float]
-
-
-def check_finite(embeddings, what: str) -> None:
-    """Refuse embeddings with NaN or infinite entries (a diverged model, a corrupt file): any
-    ranking of them is meaningless, and NaN similarities silently count as misses or hits."""
-    if isinstance(embeddings, torch.Tensor):
-        rows = ~torch.isfinite(embeddings.detach()).reshape(len(embeddings), -1).all(1)
-    else:  # a NumPy array or a memory-mapped cache
-        import numpy as np
-
-        rows = torch.from_numpy(~np.isfinite(np.asarray(embeddings)).reshape(len(embeddings), -1).all(1))
-    bad = int(rows.sum())
-    if bad:
-        first = ", ".join(str(i) for i in torch.nonzero(rows).flatten()[:5].tolist())
-        raise DataError(f"{what}: {bad} of {len(rows)} rows contain NaN or infinity (first: row {first}); "
-                        "a diverged model or a corrupt file. Retrain, or re-export the embeddings")
 
 
 def retrieval_metrics(
@@ -70,22 +55,8 @@ def retrieval_metrics(
         ConfigError: on a non-positive K or chunk size.
         DataError: on fewer than two items or mismatched lengths.
     """
-    ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1 or chunk_size < 1:
-        raise ConfigError(f"recall ks must be positive integers and chunk_size >= 1, got {ks}, {chunk_size}")
-    n = embeddings.shape[0]
-    if embeddings.dim() != 2 or labels.shape != (n,):
-        shapes = f"{tuple(embeddings.shape)} and {tuple(labels.shape)}"
-        raise DataError(f"need embeddings (N, D) and labels (N,), got {shapes}")
-    if n < 2:
-        raise DataError(f"retrieval needs at least 2 test items, got {n}")
-    check_finite(embeddings, "the embeddings")
-    if gallery is not None:
-        check_finite(gallery, "the gallery embeddings")
-    emb = F.normalize(embeddings.detach().float(), dim=1)  # (N, D), float32 as documented
-    if gallery is not None and gallery.shape != embeddings.shape:
-        raise DataError(f"gallery embeddings {tuple(gallery.shape)} must match the queries {tuple(embeddings.shape)}")
-    emb_g = emb if gallery is None else F.normalize(gallery.detach().float(), dim=1).to(emb.device)  # (N, D)
+    ks, emb, emb_g = _checked(embeddings, labels, ks, chunk_size, gallery)
+    n = emb.shape[0]
     # Dense class codes so per-class counts are a bincount rather than a dict.
     _, codes, counts = torch.unique(labels.cpu(), return_inverse=True, return_counts=True)
     codes = codes.to(emb.device)  # (N,)
@@ -120,38 +91,69 @@ def retrieval_metrics(
         for j, k in enumerate(ks):
             hits[j] += ((first < k) & q_valid).sum().cpu()
         if map_at_r:
-            # The same tie rule as Recall@K: among equal similarities, other-class items first.
-            # That starts with which items are kept: topk keeps arbitrary members of a tie group
-            # that straddles its cut, so re-select: everything above the cut value, then at the
-            # cut value other-class items before same-class ones.
-            cut = sims.gather(1, nn_idx[:, -1:])  # (c, 1)
-            at_cut = sims == cut
-            score = 3 * (sims > cut).float() + 2 * (at_cut & ~same_all).float() + (at_cut & same_all).float()
-            nn_idx = score.topk(k_needed, dim=1).indices  # (c, k)
-            del score, at_cut
-            same = codes[nn_idx] == codes[start:stop, None]
-            vals = sims.gather(1, nn_idx)
-            by_class = torch.sort(same.to(torch.int8), dim=1, stable=True).indices
-            by_sim = torch.sort(vals.gather(1, by_class), dim=1, descending=True, stable=True).indices
-            same = same.gather(1, by_class).gather(1, by_sim)
-            r = r_all[start:stop]  # (c,)
-            rel = same & (ranks[None, :] <= r[:, None])  # (c, k) only the first R ranks count
-            prec = rel.cumsum(1).double() / ranks  # (c, k) P(i)
-            ap_all[start:stop] = (prec * rel).sum(1) / r.clamp(min=1)  # (c,) AP@R
+            ap_all[start:stop] = _ap_at_r(sims, nn_idx, same_all, codes, codes[start:stop], r_all[start:stop], ranks)
         del same_all
         if cross is not None:
             cross.update(sims, start, stop)
         del sims, nn_idx, same  # free the chunk before the next matmul allocates
 
+    return _summary(ks, hits, ap_all if map_at_r else None, valid, cross)
+
+
+def _summary(ks, hits, ap_all, valid, cross) -> Metrics:
+    """The metrics from the per-K hit counts and per-query AP@R (``None``: not asked for)."""
     num_q = int(valid.sum())
     out: Metrics = {f"recall@{k}": (hits[j].item() / num_q if num_q else float("nan")) for j, k in enumerate(ks)}
-    if map_at_r:
+    if ap_all is not None:
         out["map@r"] = ap_all[valid].sum().item() / num_q if num_q else float("nan")
     out["num_queries"] = num_q
-    out["num_excluded"] = n - num_q
+    out["num_excluded"] = len(valid) - num_q
     if cross is not None:
         out.update(cross.result())
     return out
+
+
+def _checked(embeddings, labels, ks, chunk_size, gallery):
+    """The sorted K list and the L2-normalised float32 query and gallery embeddings, or a one-line error."""
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1 or chunk_size < 1:
+        raise ConfigError(f"recall ks must be positive integers and chunk_size >= 1, got {ks}, {chunk_size}")
+    n = embeddings.shape[0]
+    if embeddings.dim() != 2 or labels.shape != (n,):
+        shapes = f"{tuple(embeddings.shape)} and {tuple(labels.shape)}"
+        raise DataError(f"need embeddings (N, D) and labels (N,), got {shapes}")
+    if n < 2:
+        raise DataError(f"retrieval needs at least 2 test items, got {n}")
+    check_finite(embeddings, "the embeddings")
+    if gallery is not None:
+        check_finite(gallery, "the gallery embeddings")
+    emb = F.normalize(embeddings.detach().float(), dim=1)  # (N, D), float32 as documented
+    if gallery is not None and gallery.shape != embeddings.shape:
+        raise DataError(f"gallery embeddings {tuple(gallery.shape)} must match the queries {tuple(embeddings.shape)}")
+    emb_g = emb if gallery is None else F.normalize(gallery.detach().float(), dim=1).to(emb.device)  # (N, D)
+    return ks, emb, emb_g
+
+
+def _ap_at_r(sims, nn_idx, same_all, codes, query_codes, r, ranks) -> torch.Tensor:
+    """AP@R of a chunk of queries: (c,) from their similarities (c, N), top-k indices (c, k),
+    same-class mask (c, N), and R per query (c,)."""
+    # The same tie rule as Recall@K: among equal similarities, other-class items first.
+    # That starts with which items are kept: topk keeps arbitrary members of a tie group
+    # that straddles its cut, so re-select: everything above the cut value, then at the
+    # cut value other-class items before same-class ones.
+    cut = sims.gather(1, nn_idx[:, -1:])  # (c, 1)
+    at_cut = sims == cut
+    score = 3 * (sims > cut).float() + 2 * (at_cut & ~same_all).float() + (at_cut & same_all).float()
+    nn_idx = score.topk(nn_idx.shape[1], dim=1).indices  # (c, k)
+    del score, at_cut
+    same = codes[nn_idx] == query_codes[:, None]
+    vals = sims.gather(1, nn_idx)
+    by_class = torch.sort(same.to(torch.int8), dim=1, stable=True).indices
+    by_sim = torch.sort(vals.gather(1, by_class), dim=1, descending=True, stable=True).indices
+    same = same.gather(1, by_class).gather(1, by_sim)
+    rel = same & (ranks[None, :] <= r[:, None])  # (c, k) only the first R ranks count
+    prec = rel.cumsum(1).double() / ranks  # (c, k) P(i)
+    return (prec * rel).sum(1) / r.clamp(min=1)  # (c,) AP@R
 
 
 class _CrossDomain:

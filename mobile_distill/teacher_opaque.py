@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError, ConfigError, MissingDependencyError
-from .teacher_sources import Contract, Source, TeacherOptions, Wrapped, _contract
+from .teacher_types import Contract, Source, TeacherOptions, Wrapped, resolved_contract
 from .utils.io import file_digest
 
 
@@ -60,7 +60,7 @@ def onnx_teacher(spec: str, opts: TeacherOptions) -> Source:
     size = _exported_contract(path)
     native = net.native_size()
     default = size or Contract(native or 224)
-    contract = _contract(default, opts)
+    contract = resolved_contract(default, opts)
     if native and contract.image_size != native:
         raise ConfigError(f"ONNX teacher {spec}: its input is fixed at {native}x{native} (shape {net.shape}), "
                           f"but the contract asks for {contract.image_size}x{contract.image_size}")
@@ -110,7 +110,7 @@ class EmbeddingTable(nn.Module):
 
 
 def embeddings_teacher(spec: str, opts: TeacherOptions) -> Source:
-    from .evaluate import check_finite
+    from .utils.checks import check_finite
 
     path, listing = Path(spec[len("embeddings:"):]), Path(opts.images)
     for name, f in (("teacher embeddings", path), ("--teacher-images list", listing)):

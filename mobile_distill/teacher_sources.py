@@ -21,45 +21,18 @@ families our registry knows), ``feature_info`` and ``forward_intermediates``. An
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .errors import CheckpointError, ConfigError
-from .models.base import Normalize
+from .models.torchvision_nets import IMAGENET_MEAN, IMAGENET_STD
+from .teacher_types import Contract, Source, TeacherOptions, Wrapped, resolved_contract
 from .utils.io import file_digest
 
-from .models.torchvision_nets import IMAGENET_MEAN, IMAGENET_STD
-
 KINDS = ("checkpoint", "timm", "torchvision", "python", "onnx", "embeddings")
-
-
-@dataclass
-class Contract:
-    """What the teacher expects: the input size and the normalisation of [0, 1] RGB images."""
-
-    image_size: int
-    mean: Tuple[float, ...] = IMAGENET_MEAN
-    std: Tuple[float, ...] = IMAGENET_STD
-    interpolation: str = "bilinear"
-
-
-@dataclass
-class TeacherOptions:
-    """The ``--teacher-*`` flags: contract overrides and where the weights come from."""
-
-    weights: str = ""
-    image_size: int = 0
-    mean: Tuple[float, ...] = ()
-    std: Tuple[float, ...] = ()
-    embedding: str = "pre_logits"  # timm: pre_logits (pooled features) or logits
-    images: str = ""  # precomputed embeddings: the list naming each row's image
-    l2: bool = True
-    extra: Dict = field(default_factory=dict)
 
 
 def options_from_config(cfg) -> TeacherOptions:
@@ -88,50 +61,6 @@ def teacher_kind(spec: str) -> str:
     return "onnx" if spec.lower().endswith(".onnx") else "checkpoint"
 
 
-class Wrapped(nn.Module):
-    """Normalise with the contract -> the source's embedding -> L2 (optional); maps when it has them."""
-
-    def __init__(self, net: nn.Module, contract: Contract, dim: int, arch: str, l2: bool = True,
-                 feature_info: Optional[List[Dict]] = None, embed=None, intermediates=None):
-        super().__init__()
-        self.net, self.arch, self.l2 = net, arch, l2
-        self.normalize = Normalize(contract.mean, contract.std)
-        self.image_size, self.embedding_dim = int(contract.image_size), int(dim)
-        self.feature_info = feature_info
-        self._embed = embed or net
-        self._intermediates = intermediates
-
-    def _finish(self, e: torch.Tensor) -> torch.Tensor:
-        e = e.flatten(1).float()
-        return F.normalize(e, dim=1) if self.l2 else e
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._finish(self._embed(self.normalize(x)))
-
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int]):
-        emb, maps = self._intermediates(self.normalize(x), list(indices))
-        return self._finish(emb), maps
-
-
-@dataclass
-class Source:
-    """A loaded teacher: the module, where it came from, its contract and its identity."""
-
-    model: nn.Module
-    kind: str
-    spec: str
-    digest: str
-    contract: Contract
-    info: Dict
-
-    def record(self) -> Dict:
-        return {"source": self.kind, "spec": self.spec, "sha256": self.digest, "contract": asdict(self.contract)}
-
-    @property
-    def opaque(self) -> bool:
-        return getattr(self.model, "feature_info", None) is None
-
-
 def state_digest(module: nn.Module, name: str) -> str:
     """The identity of in-memory weights: the name and every tensor of the state dict, in order."""
     h = hashlib.sha256(name.encode())
@@ -156,14 +85,6 @@ def load_teacher(spec: str, options: Optional[TeacherOptions] = None) -> Source:
               "onnx": teacher_opaque.onnx_teacher, "embeddings": teacher_opaque.embeddings_teacher}[kind](spec, opts)
     source.model.eval().requires_grad_(False)
     return source
-
-
-def _contract(default: Contract, opts: TeacherOptions) -> Contract:
-    for name, value in (("mean", opts.mean), ("std", opts.std)):
-        if value and len(value) != 3:
-            raise ConfigError(f"--teacher-{name} takes 3 values (R,G,B), got {len(value)}")
-    return Contract(image_size=opts.image_size or default.image_size, mean=tuple(opts.mean or default.mean),
-                    std=tuple(opts.std or default.std), interpolation=default.interpolation)
 
 
 def _checkpoint(spec: str, opts: TeacherOptions) -> Source:
@@ -248,7 +169,7 @@ def _timm(spec: str, opts: TeacherOptions) -> Source:
         return net.forward_head(final, pre_logits=pre_logits), maps
 
     info = [dict(d) for d in net.feature_info] if hasattr(net, "forward_intermediates") else None
-    contract = _contract(default, opts)
+    contract = resolved_contract(default, opts)
     model = Wrapped(net, contract, dim, f"timm:{name}", opts.l2, info, embed, intermediates if info else None)
     digest = file_digest(opts.weights) if opts.weights else state_digest(net, name)
     return Source(model, "timm", spec, digest, contract, {"arch": f"timm:{name}", "embedding_dim": dim,
@@ -271,7 +192,7 @@ def _torchvision(spec: str, opts: TeacherOptions) -> Source:
         _load_weights(net, opts.weights, f"tv:{name}")
     else:
         net = torchvision_nets._torchvision(name, "imagenet")
-    contract = _contract(Contract(224), opts)
+    contract = resolved_contract(Contract(224), opts)
     if name.startswith("resnet") or hasattr(net, "features"):  # our Backbone: the maps hint/attention read
         from .models.base import Backbone, EmbeddingNet
 
@@ -301,7 +222,7 @@ def _python(spec: str, opts: TeacherOptions) -> Source:
         _load_weights(net, opts.weights, f"py:{target}")
     default = Contract(int(getattr(net, "image_size", 224)), tuple(getattr(net, "mean", IMAGENET_MEAN)),
                        tuple(getattr(net, "std", IMAGENET_STD)))
-    contract = _contract(default, opts)
+    contract = resolved_contract(default, opts)
     with torch.no_grad():
         dim = net.eval()(torch.zeros(1, 3, contract.image_size, contract.image_size)).flatten(1).shape[1]
     info = getattr(net, "feature_info", None) if hasattr(net, "forward_intermediates") else None

@@ -50,7 +50,9 @@ def main(out: Path, bn: str) -> None:
     rows = slice(r * len(images) // w, (r + 1) * len(images) // w)
     student.train(bn == "train")
     objective.gather = True
-    forward = dd.wrap_student(student, objective.student_stages, torch.device("cpu"))
+    from mobile_distill.train.ddp import wrap_student
+
+    forward = wrap_student(student, objective.student_stages, torch.device("cpu"))
     forward.train(bn == "train")
     s_emb, s_feats = forward(images[rows])
     terms = objective(s_emb, labels[rows], t_emb[rows], s_feats, {k: v[rows] for k, v in t_feats.items()},

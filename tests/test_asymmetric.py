@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from conftest import make_shapes_dataset, run_cli, tiny_train_args
 
-from mobile_distill.asymmetric import Bridge, asymmetric_metrics, bridge_from_checkpoint, evaluate_asymmetric
+from mobile_distill.asymmetric import Bridge, asymmetric_metrics, bridge_from_checkpoint
+from mobile_distill.asymmetric_eval import evaluate_asymmetric
 from mobile_distill.checkpoint import load_checkpoint
 from mobile_distill.errors import ConfigError
 

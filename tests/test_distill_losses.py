@@ -17,8 +17,8 @@ from mobile_distill.losses.absolute import AbsoluteLoss
 from mobile_distill.losses.attention import AttentionTransferLoss
 from mobile_distill.losses.contrastive import ContrastiveLoss
 from mobile_distill.losses.prototype import PrototypeLoss
-from mobile_distill.losses.combine import (WeightedSum, build_distill_losses, collect_features,
-                                           distill_loss_names, parse_distill_spec)
+from mobile_distill.losses.combine import WeightedSum, build_distill_losses, distill_loss_names, parse_distill_spec
+from mobile_distill.models.features import collect_features
 from mobile_distill.losses.darkrank import DarkRankLoss
 from mobile_distill.losses.hint import HintLoss
 from mobile_distill.losses.relative import RelativeLoss, pairwise_distances

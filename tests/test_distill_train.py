@@ -69,7 +69,7 @@ def test_combined_losses_and_pure_distillation(shapes, teacher, tmp_path):
 def test_teacher_cache_equals_live_clean_views(shapes, teacher, tmp_path):
     from mobile_distill.config import make_config
     from mobile_distill.data import create_dataset
-    from mobile_distill.teacher import Teacher
+    from mobile_distill.train.teacher import Teacher
     from mobile_distill.train import training_samples
 
     cfg = make_config(data=f"folder:{shapes}", teacher=str(teacher), distill=["relative:1"])
@@ -117,7 +117,7 @@ def test_view_cache_holds_the_teachers_outputs_on_the_replayed_views(shapes, tea
     from mobile_distill.data import create_dataset
     from mobile_distill.data.transforms import train_transform
     from mobile_distill.data.views import ReplayedViews
-    from mobile_distill.teacher import Teacher
+    from mobile_distill.train.teacher import Teacher
     from mobile_distill.train import training_samples
 
     cfg = make_config(data=f"folder:{shapes}", teacher=str(teacher), distill=["absolute:1"])
@@ -196,7 +196,7 @@ def test_asymmetric_recall_needs_the_absolute_loss(tmp_path):
     from mobile_distill.checkpoint import model_from_checkpoint
     from mobile_distill.data import create_dataset
     from mobile_distill.losses.combine import WeightedSum
-    from mobile_distill.teacher import Teacher, asymmetric_metrics
+    from mobile_distill.train.teacher import Teacher, asymmetric_metrics
 
     good_teacher = train_tiny_student(tmp_path / "t")  # resnet18, its classes well apart
     data = create_dataset(f"folder:{tmp_path / 't' / 'shapes'}")

@@ -30,7 +30,7 @@ import ddp_step_worker  # noqa: E402
 
 def test_rank_batches_deal_each_rank_its_classes_of_the_global_batch():
     from mobile_distill.data.sampler import PKBatchSampler
-    from mobile_distill.distributed import RankBatches
+    from mobile_distill.train.ddp import RankBatches
     from mobile_distill.errors import ConfigError
 
     labels = [c for c in range(12) for _ in range(5)] + [-1] * 30
@@ -70,7 +70,7 @@ def test_one_gathered_step_on_two_ranks_equals_one_process_on_the_whole_batch(tm
     # reference runs the student on the two halves and concatenates.
     student, objective, images, labels, t_emb, t_feats = ddp_step_worker.build()
     student.train(bn == "train")
-    from mobile_distill.losses.combine import collect_features
+    from mobile_distill.models.features import collect_features
 
     halves = [collect_features(student, images[i * 8:(i + 1) * 8], objective.student_stages) for i in range(2)]
     s_emb = torch.cat([h[0] for h in halves])

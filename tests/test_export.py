@@ -255,7 +255,7 @@ def test_corrupted_export_is_refused_and_not_left_at_final_path(trained, tmp_pat
 
 
 def test_converter_exception_fails_only_its_row(trained, tmp_path, monkeypatch):
-    from mobile_distill.export import tflite
+    from mobile_distill.export.tflite import converter as tflite
 
     def broken_converter(*args, **kwargs):
         raise RuntimeError("unsupported op aten::frobnicate\nlong converter traceback ...")
@@ -272,7 +272,7 @@ def test_converter_exception_fails_only_its_row(trained, tmp_path, monkeypatch):
 
 
 def test_a_runtime_exception_names_its_stage(trained, tmp_path, monkeypatch):
-    from mobile_distill.export import tflite
+    from mobile_distill.export.tflite import converter as tflite
 
     def broken_runtime(*args, **kwargs):
         raise ValueError("interpreter could not allocate tensors")

@@ -180,7 +180,7 @@ def test_qat_and_post_training_int8_of_a_tiny_student_both_pass(runs, tmp_path):
 
 
 def test_quant_report_of_a_qat_run_analyses_its_float_reference(runs, tmp_path):
-    from mobile_distill.export.quant_report import quant_report
+    from mobile_distill.export.tflite.quant_report import quant_report
 
     said = []
     report = quant_report(runs["qat"], precision="weight_int8", out_dir=tmp_path, calib_samples=8, probe_samples=16,

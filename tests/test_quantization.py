@@ -149,8 +149,8 @@ def test_quant_report_names_the_planted_layers(outlier, tmp_path):
 @pytest.mark.parametrize("precision,calibration", [("weight_int8", "mse"), ("dynamic_int8", "octav"),
                                                    ("int16act", "minmax")])
 def test_calibration_choices_and_int16_activations_convert_and_run(tiny, precision, calibration, tmp_path):
-    from mobile_distill.export import tflite
-    from mobile_distill.export.mixed_precision import embed
+    from mobile_distill.export.tflite import converter as tflite
+    from mobile_distill.export.tflite.mixed_precision import embed
     from mobile_distill.export.prepare import ExportModule, InputSpec
 
     net = model_from_checkpoint(load_checkpoint(tiny["ckpt"])).eval()

@@ -149,7 +149,7 @@ def test_demo_pipeline_end_to_end(shapes_dir, tmp_path):
     (0.70, "last", "WARNING: fine-tuning did NOT beat the untuned features"),
 ])
 def test_the_teacher_run_says_how_it_compares_with_its_untuned_features(test_r1, selected, expected, capsys):
-    from mobile_distill.baseline import say_untuned
+    from mobile_distill.train.baseline import say_untuned
 
     say_untuned({"test": {"recall@1": 0.75}}, {"recall@1": test_r1}, selected)
     out = capsys.readouterr().out

@@ -30,8 +30,9 @@ from ..errors import ExportError
 from .config import ExportConfig, export_config
 from .parity import check_not_degenerate, gate, recall_at_1
 from .report import failure_message
-from .prepare import (ExportModule, InputSpec, embed, load_images, pick_calibration_samples,  # noqa: F401
-                      pick_parity_samples)  # embed: re-exported
+from .prepare import (ExportModule, InputSpec, Probe, check_file, embed, float_reference,  # noqa: F401
+                      load_for_export, load_images, pick_calibration_samples, pick_parity_samples,
+                      record_exception)  # embed, load_for_export: re-exported
 
 
 def export(checkpoint: Optional[str | Path] = None, config: Optional[ExportConfig] = None, *, model=None,
@@ -70,32 +71,12 @@ def export(checkpoint: Optional[str | Path] = None, config: Optional[ExportConfi
 
 
 def _export(checkpoint, c: ExportConfig, model, weights, contract, log) -> Dict:
-    formats, out_dir, input_layout, input_dtype = c.formats, c.out_dir, c.input_layout, c.input_dtype
+    input_layout, input_dtype = c.input_layout, c.input_dtype
     parity_samples, calib_samples, thresholds, data, seed = c.parity_samples, c.calib_samples, c.thresholds, c.data, c.seed
     calibration, mixed_precision = c.calibration, c.mixed_precision
-    names = fmt_registry.parse_formats(formats)
-    modules = {n: fmt_registry.get(n) for n in names}
-    wanted = _resolve_precisions(modules, c.precisions or {})
-    for module in modules.values():
-        module.check_installed()
-    from .mixed_precision import CALIBRATIONS
-
-    if calibration not in CALIBRATIONS:
-        raise ExportError(f"unknown calibration {calibration!r}; choose from {', '.join(CALIBRATIONS)}")
-    if parity_samples < 0 or calib_samples < 1:
-        raise ExportError("--parity-samples must be >= 0 (0 = all) and --calib-samples >= 1")
-
-    if model is not None:  # nothing is written before the gate's images show the model is not degenerate
-        checkpoint, ckpt, net, dataset, out_dir = _outside(checkpoint, model, weights, contract, data, out_dir, c.name)
-        what = f"the model {model if isinstance(model, str) else ckpt['model']['arch']}"
-    elif checkpoint is None:
-        raise ExportError("nothing to export: give a checkpoint, or model= (--model timm:NAME|py:module:function)")
-    else:
-        checkpoint = Path(checkpoint)
-        ckpt, net, _, _, dataset = load_for_export(checkpoint, data)
-        what = f"the model in {checkpoint}"
+    modules, wanted = _checked_settings(c)
+    checkpoint, ckpt, net, dataset, out_dir, what = _source(checkpoint, c, model, weights, contract)
     size, resize = int(ckpt["model"]["image_size"]), float(ckpt.get("config", {}).get("eval_resize", 1.0))
-    out_dir = Path(out_dir) if out_dir else checkpoint.parent / "export"
     qat_net, net = (net, float_reference(ckpt, checkpoint)) if "qat" in ckpt else (None, net)
     net, folded = deploy_form(net)  # MobileOne, RepViT, FastViT: the files hold the folded blocks
     if folded:
@@ -108,7 +89,7 @@ def _export(checkpoint, c: ExportConfig, model, weights, contract, log) -> Dict:
     images = load_images(parity, size, dataset.name, resize)
     labels = np.array([y for _, y in parity])
     calib = load_images(pick_calibration_samples(dataset.train, calib_samples, seed), size, dataset.name, resize)
-    probe = _Probe(net, dataset, size, resize, parity_samples or 256, seed, exclude=parity) if mixed_precision else None
+    probe = Probe(net, dataset, size, resize, parity_samples or 256, seed, exclude=parity) if mixed_precision else None
 
     torch.manual_seed(seed)
     reference = embed(net, images)
@@ -144,37 +125,46 @@ def _export(checkpoint, c: ExportConfig, model, weights, contract, log) -> Dict:
             log(f"{fmt} {precision}: {rows[-1]['status']}")
 
     report = {
-        "checkpoint": str(checkpoint),
-        "out_dir": str(out_dir),
-        "dataset": dataset.name,
-        "data_spec": data or cfg.get("data", "emoji"),
-        "parity_images": len(parity),
-        "calibration_images": len(calib),
-        "calibration": calibration,
-        "mixed_precision": mixed_precision,
-        "reparameterized_blocks": folded,
+        "checkpoint": str(checkpoint), "out_dir": str(out_dir), "dataset": dataset.name,
+        "data_spec": data or cfg.get("data", "emoji"), "parity_images": len(parity), "calibration_images": len(calib),
+        "calibration": calibration, "mixed_precision": mixed_precision, "reparameterized_blocks": folded,
         "pytorch_recall@1": 100 * recall_at_1(reference, labels),
         **({"teacher_gallery": server.name, "teacher_gallery_recall@1_pytorch": server_r1} if server else {}),
-        "thresholds": thresholds.as_dict(),
-        "rows": rows,
-        "passed": all(r["status"] != "failed" for r in rows),
+        "thresholds": thresholds.as_dict(), "rows": rows, "passed": all(r["status"] != "failed" for r in rows),
         "provenance": provenance(),
     }
     write_json_atomic(out_dir / "export_report.json", report)
     return report
 
 
-def load_for_export(checkpoint: Path, data: Optional[str]):
-    """The checkpoint, its network in eval mode, its image size and eval resize, and its data set
-    (or ``data``'s)."""
-    from ..checkpoint import load_checkpoint, model_from_checkpoint
-    from ..data import create_dataset
+def _checked_settings(c: ExportConfig):
+    """The format modules and precisions ``c`` asks for, with their converters installed, or an error."""
+    modules = {n: fmt_registry.get(n) for n in fmt_registry.parse_formats(c.formats)}
+    wanted = _resolve_precisions(modules, c.precisions or {})
+    for module in modules.values():
+        module.check_installed()
+    from .tflite.mixed_precision import CALIBRATIONS
 
-    ckpt = load_checkpoint(checkpoint)
-    net = model_from_checkpoint(ckpt, str(checkpoint)).eval()
-    cfg = ckpt.get("config", {})
-    dataset = create_dataset(data or cfg.get("data", "emoji"), progress=False)
-    return ckpt, net, int(ckpt["model"]["image_size"]), float(cfg.get("eval_resize", 1.0)), dataset
+    if c.calibration not in CALIBRATIONS:
+        raise ExportError(f"unknown calibration {c.calibration!r}; choose from {', '.join(CALIBRATIONS)}")
+    if c.parity_samples < 0 or c.calib_samples < 1:
+        raise ExportError("--parity-samples must be >= 0 (0 = all) and --calib-samples >= 1")
+    return modules, wanted
+
+
+def _source(checkpoint, c: ExportConfig, model, weights, contract):
+    """What is exported: (checkpoint path, its payload, the network, the data set, the output folder,
+    a name for messages). Nothing is written here: an outside model's checkpoint is saved only once
+    the gate's images show it is not degenerate."""
+    if model is not None:
+        checkpoint, ckpt, net, dataset, out_dir = _outside(checkpoint, model, weights, contract, c.data, c.out_dir, c.name)
+        return checkpoint, ckpt, net, dataset, out_dir, f"the model {model if isinstance(model, str) else ckpt['model']['arch']}"
+    if checkpoint is None:
+        raise ExportError("nothing to export: give a checkpoint, or model= (--model timm:NAME|py:module:function)")
+    checkpoint = Path(checkpoint)
+    ckpt, net, _, _, dataset = load_for_export(checkpoint, c.data)
+    return checkpoint, ckpt, net, dataset, Path(c.out_dir) if c.out_dir else checkpoint.parent / "export", \
+        f"the model in {checkpoint}"
 
 
 def _outside(checkpoint, model, weights, contract, data, out_dir, name):
@@ -194,14 +184,6 @@ def _outside(checkpoint, model, weights, contract, data, out_dir, name):
     return out_dir / "source" / f"{name}.pt", source_payload(net, data, model, weights), net, dataset, out_dir
 
 
-def float_reference(ckpt, checkpoint: Path):
-    """A QAT checkpoint's files are gated against the float network its QAT run started from."""
-    from ..checkpoint import model_from_checkpoint
-    from ..qat import reference_checkpoint
-
-    return model_from_checkpoint(reference_checkpoint(ckpt), f"{checkpoint} (its float reference)").eval()
-
-
 def _resolve_precisions(modules: Mapping, requested: Mapping[str, Sequence[str]]) -> Dict[str, List[str]]:
     out = {}
     for fmt, module in modules.items():
@@ -211,33 +193,6 @@ def _resolve_precisions(modules: Mapping, requested: Mapping[str, Sequence[str]]
             raise ExportError(f"{fmt} has no precision {', '.join(bad)}; choose from {', '.join(module.PRECISIONS)}")
         out[fmt] = chosen
     return out
-
-
-class _Probe:
-    """Images the mixed-precision search ranks ops and picks the mix on, loaded on first use, never
-    the gate's own images: whole test-split classes that the gate does not use (unseen classes, as
-    the gate's) or, when the gate takes the whole test split, whole training classes (easier to tell
-    apart, so the search then asks for half the gate's allowed loss)."""
-
-    def __init__(self, net, dataset, size, resize, n, seed, exclude=()):
-        self._args = (net, dataset, size, resize, n, seed)
-        self._exclude = {y for _, y in exclude}
-        self.images = self.labels = self.reference = None
-        self.source = ""
-
-    def load(self) -> "_Probe":
-        if self.images is None:
-            net, dataset, size, resize, n, seed = self._args
-            unused = [s for s in dataset.test if s[1] not in self._exclude]
-            if len({y for _, y in unused}) >= 4:
-                samples = pick_parity_samples(unused, n, seed + 1)
-                self.source = "test classes outside the gate's" if self._exclude else "test classes"
-            else:
-                samples, self.source = pick_parity_samples(dataset.train, n, seed + 1), "training classes"
-            self.images = load_images(samples, size, dataset.name, resize)
-            self.labels = np.array([y for _, y in samples])
-            self.reference = embed(net, self.images)
-        return self
 
 
 @dataclass
@@ -253,7 +208,7 @@ class _Job:
     reference: torch.Tensor
     calib: np.ndarray
     config: ExportConfig
-    probe: Optional["_Probe"]
+    probe: Optional["Probe"]
     log: Callable[[str], None]
     manifest: Manifest
     server: Optional[object] = None
@@ -304,39 +259,6 @@ def _export_one(job: _Job, module, fmt: str, precision: str, wrapped, spec: Inpu
     return row
 
 
-def record_exception(row: Dict, stage: Dict, e: Exception) -> None:
-    """An exception inside a row's work: the row fails naming the stage it came from."""
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    row["failures"].append(f"{row['format']} {row['precision']} {stage['name']} failed: "
-                           f"{type(e).__name__}: {first[:300]}")
-    row["failed_stage"] = stage["name"]
-
-
-def check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage,
-               server=None) -> None:
-    """Run the staged file on the test images and gate it (and the format's structural checks);
-    ``stage["name"]`` follows along, so an exception names the step it came from."""
-    row["failures"], row["parity"] = [], {}
-    stage["name"] = f"run ({module.RUNTIME})"
-    exported = module.run(staging, spec, images)
-    note = getattr(module, "parity_note", lambda: None)()
-    if note:
-        row["parity_note"] = note
-    stage["name"] = "parity gate"
-    result = gate(reference, exported, labels, precision, thresholds, server)
-    row["parity"], row["failures"] = result.figures, result.failures
-    if hasattr(module, "cross_check"):
-        stage["name"] = "cross-check"
-        failures, figures = module.cross_check(staging, spec, images, exported, precision)
-        row["parity"].update(figures)
-        row["failures"] += failures
-    if hasattr(module, "structural_checks"):
-        stage["name"] = "structural check"
-        failures, figures = module.structural_checks(staging, net, spec, precision)
-        row["structural"] = figures
-        row["failures"] += failures
-
-
 def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, calibration, probe, net,
                  images, labels, reference, thresholds, log, stage, server=None) -> None:
     """The all-quantised file failed: keep its figures as ``post_training`` and search for the
@@ -351,7 +273,7 @@ def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, ca
     strict = thresholds.with_margin()
 
     def passes(model: bytes) -> bool:
-        from .mixed_precision import embed
+        from .tflite.mixed_precision import embed
 
         return gate(probe.reference, embed(model, spec, probe.images), probe.labels, precision, strict).passed
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import MissingDependencyError
+from .registry import register_exporter
 from ..runtime.coreml import can_run
 from .quiet import quiet
 
@@ -40,6 +41,7 @@ def check_installed() -> None:
         raise MissingDependencyError("CoreML export needs coremltools: pip install 'mobile_distill[export]'") from None
 
 
+@register_exporter("coreml", SUFFIX)
 def convert(module, spec, precision: str, path: Path, metadata: str, calib=None, **_) -> Dict:
     import coremltools as ct
 
@@ -87,7 +89,7 @@ def cross_check(path: Path, spec, images: np.ndarray, exported: np.ndarray, prec
     (Core ML's float16 kernels may accumulate in float16, the interpreter does not)."""
     if not can_run():
         return [], {}
-    from .mixed_precision import cosine_rows
+    from .tflite.mixed_precision import cosine_rows
 
     cos = cosine_rows(_reference(path, spec, images), exported)
     figures = {"coreml_vs_reference_cosine_min": float(cos.min()),

@@ -1,4 +1,5 @@
-"""The export formats, one module each (``onnx.py``, ``tflite.py``, ``coreml.py``).
+"""The export formats, one module each (``onnx.py``, ``tflite/converter.py``, ``coreml.py``), each
+registered by ``@register_exporter`` on its ``convert`` (``registry.py``) when imported below.
 
 Every format module offers the same functions (Optimum-style, no base class needed):
 ``PRECISIONS``, ``DEFAULT_PRECISIONS``, ``DEFAULT_LAYOUT``, ``SUFFIX``, ``FORMAT_NAME``, ``RUNTIME``,
@@ -11,21 +12,23 @@ Every format module offers the same functions (Optimum-style, no base class need
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from types import ModuleType
 from typing import List, Sequence
 
-from .parity import ExportError
+from ..errors import ExportError
+from . import onnx  # noqa: F401  (each import registers its format; their order is --format all's)
+from .tflite import converter  # noqa: F401
+from . import coreml  # noqa: F401,E402
+from .registry import EXPORTERS, SUFFIXES
 
-FORMATS = ("onnx", "tflite", "coreml")
-_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
+FORMATS = tuple(EXPORTERS)
 
 
 def get(name: str) -> ModuleType:
-    if name not in FORMATS:
+    if name not in EXPORTERS:
         raise ExportError(f"unknown export format {name!r}; choose from {', '.join(FORMATS)} or all")
-    return importlib.import_module(f".{name}", __package__)
+    return EXPORTERS[name]
 
 
 def parse_formats(names: Sequence[str]) -> List[str]:
@@ -47,7 +50,7 @@ def parse_formats(names: Sequence[str]) -> List[str]:
 
 
 def format_of(path: Path) -> str:
-    fmt = _SUFFIXES.get(Path(path).suffix.lower())
+    fmt = SUFFIXES.get(Path(path).suffix.lower())
     if fmt is None:
-        raise ExportError(f"{path}: not an exported model (expected one of {', '.join(_SUFFIXES)})")
+        raise ExportError(f"{path}: not an exported model (expected one of {', '.join(SUFFIXES)})")
     return fmt

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import MissingDependencyError
+from .registry import register_exporter
 
 PRECISIONS = ("float32",)
 DEFAULT_PRECISIONS = ("float32",)
@@ -31,6 +32,7 @@ def check_installed() -> None:
         raise MissingDependencyError(f"ONNX export needs {e.name}: pip install 'mobile_distill[export]'") from None
 
 
+@register_exporter("onnx", SUFFIX)
 def convert(module, spec, precision: str, path: Path, metadata: str, calib=None, **_) -> Dict:
     import onnx
     import onnxslim

@@ -1,4 +1,6 @@
-"""What every exported file computes, and the real images the gates run on.
+"""What every exported file computes, the real images the gates run on, and the steps export,
+``verify`` and ``quant-report`` share: loading a checkpoint for export, a QAT run's float reference,
+the probe images of the mixed-precision search, and running one staged file through its gate.
 
 ``ExportModule`` wraps a trained ``EmbeddingNet`` with the input contract of DESIGN §2: RGB in
 [0, 1] float (or 0-255 uint8 for apps that feed camera bytes), NCHW or NHWC; normalisation stays
@@ -9,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import random
-from typing import List, Sequence
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 
 from ..runtime.images import load_images  # noqa: F401  (re-exported)
 from ..runtime.spec import INPUT_DTYPES, LAYOUTS, InputSpec  # noqa: F401  (re-exported)
+from .parity import gate
 
 
 class ExportModule(nn.Module):
@@ -117,3 +121,84 @@ def embed(net, images, batch_size: int = 64):
     with torch.no_grad():
         return np.concatenate([net(torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2).float().div(255)).numpy()
                                for i in range(0, len(images), batch_size)])
+
+
+def load_for_export(checkpoint: Path, data: Optional[str]):
+    """The checkpoint, its network in eval mode, its image size and eval resize, and its data set
+    (or ``data``'s)."""
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..data import create_dataset
+
+    ckpt = load_checkpoint(checkpoint)
+    net = model_from_checkpoint(ckpt, str(checkpoint)).eval()
+    cfg = ckpt.get("config", {})
+    dataset = create_dataset(data or cfg.get("data", "emoji"), progress=False)
+    return ckpt, net, int(ckpt["model"]["image_size"]), float(cfg.get("eval_resize", 1.0)), dataset
+
+
+def float_reference(ckpt, checkpoint: Path):
+    """A QAT checkpoint's files are gated against the float network its QAT run started from."""
+    from ..checkpoint import model_from_checkpoint
+    from ..qat import reference_checkpoint
+
+    return model_from_checkpoint(reference_checkpoint(ckpt), f"{checkpoint} (its float reference)").eval()
+
+
+class Probe:
+    """Images the mixed-precision search ranks ops and picks the mix on, loaded on first use, never
+    the gate's own images: whole test-split classes that the gate does not use (unseen classes, as
+    the gate's) or, when the gate takes the whole test split, whole training classes (easier to tell
+    apart, so the search then asks for half the gate's allowed loss)."""
+
+    def __init__(self, net, dataset, size, resize, n, seed, exclude=()):
+        self._args = (net, dataset, size, resize, n, seed)
+        self._exclude = {y for _, y in exclude}
+        self.images = self.labels = self.reference = None
+        self.source = ""
+
+    def load(self) -> "Probe":
+        if self.images is None:
+            net, dataset, size, resize, n, seed = self._args
+            unused = [s for s in dataset.test if s[1] not in self._exclude]
+            if len({y for _, y in unused}) >= 4:
+                samples = pick_parity_samples(unused, n, seed + 1)
+                self.source = "test classes outside the gate's" if self._exclude else "test classes"
+            else:
+                samples, self.source = pick_parity_samples(dataset.train, n, seed + 1), "training classes"
+            self.images = load_images(samples, size, dataset.name, resize)
+            self.labels = np.array([y for _, y in samples])
+            self.reference = embed(net, self.images)
+        return self
+
+
+def record_exception(row: Dict, stage: Dict, e: Exception) -> None:
+    """An exception inside a row's work: the row fails naming the stage it came from."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    row["failures"].append(f"{row['format']} {row['precision']} {stage['name']} failed: "
+                           f"{type(e).__name__}: {first[:300]}")
+    row["failed_stage"] = stage["name"]
+
+
+def check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage,
+               server=None) -> None:
+    """Run the staged file on the test images and gate it (and the format's structural checks);
+    ``stage["name"]`` follows along, so an exception names the step it came from."""
+    row["failures"], row["parity"] = [], {}
+    stage["name"] = f"run ({module.RUNTIME})"
+    exported = module.run(staging, spec, images)
+    note = getattr(module, "parity_note", lambda: None)()
+    if note:
+        row["parity_note"] = note
+    stage["name"] = "parity gate"
+    result = gate(reference, exported, labels, precision, thresholds, server)
+    row["parity"], row["failures"] = result.figures, result.failures
+    if hasattr(module, "cross_check"):
+        stage["name"] = "cross-check"
+        failures, figures = module.cross_check(staging, spec, images, exported, precision)
+        row["parity"].update(figures)
+        row["failures"] += failures
+    if hasattr(module, "structural_checks"):
+        stage["name"] = "structural check"
+        failures, figures = module.structural_checks(staging, net, spec, precision)
+        row["structural"] = figures
+        row["failures"] += failures

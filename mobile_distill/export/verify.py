@@ -17,7 +17,7 @@ from ..utils.io import file_digest
 from . import formats as fmt_registry
 from . import server as server_mod
 from ..models.timm_nets import deploy_form
-from .api import check_file, embed, float_reference, load_for_export, record_exception
+from .prepare import check_file, embed, float_reference, load_for_export, record_exception
 from .metadata import read_metadata
 from .parity import ExportError, Thresholds, recall_at_1
 from .prepare import InputSpec, load_images, pick_parity_samples

@@ -6,7 +6,7 @@ from the two models, and ``WeightedSum`` adds them to the student's task loss:
     L = L_task(labeled rows) + sum_i w_i * L_i(all rows)
 
 Feature-map losses (``hint``, ``attention``) name backbone stages of each network. ``WeightedSum``
-exposes the union of those stages; ``collect_features`` runs a model once and returns its maps as
+exposes the union of those stages; ``models.features.collect_features`` runs a model once and returns its maps as
 ``{stage: map}``, and ``WeightedSum`` hands each loss the maps it asked for.
 """
 
@@ -164,21 +164,6 @@ def build_distill_losses(specs: Sequence[str], student, teacher) -> List[Tuple[f
                 args[f"{who}_channels"] = int(model.feature_info[args[f"{who}_stage"]]["num_chs"])
         built.append((weight, factory(**args)))
     return built
-
-
-def collect_features(model, x: torch.Tensor, stages: Sequence[int]) -> Tuple[torch.Tensor, Dict[int, torch.Tensor]]:
-    """Run ``model`` once; return its embedding and the maps of ``stages`` as ``{stage: map}``.
-
-    ``forward_intermediates`` returns maps in backbone order, one per distinct stage, so the
-    requested indices (negative ones included) are matched to maps through ``index % n``.
-    """
-    if not stages:
-        return model(x), {}
-    n = len(model.feature_info)
-    distinct = sorted({int(i) % n for i in stages})
-    emb, maps = model.forward_intermediates(x, distinct)
-    by_stage = dict(zip(distinct, maps))
-    return emb, {int(i): by_stage[int(i) % n] for i in stages}
 
 
 def _stages(loss: nn.Module, who: str) -> Tuple[int, ...]:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from ..utils.io import write_json_atomic, write_text_atomic
-from ..utils.provenance import provenance
+from ...utils.io import write_json_atomic, write_text_atomic
+from ...utils.provenance import provenance
 from .mixed_precision import describe
-from .parity import Thresholds, gate
+from ..parity import Thresholds, gate
 
 
 def quant_report(checkpoint: str | Path, precision: str = "int8", out_dir: Optional[str | Path] = None,
@@ -25,11 +25,11 @@ def quant_report(checkpoint: str | Path, precision: str = "int8", out_dir: Optio
     """Per-layer sensitivity of ``checkpoint`` under a TFLite ``precision`` (int8, int16act,
     dynamic_int8, weight_int8). Returns the report written to ``out_dir/sensitivity_<precision>.json``."""
     from . import mixed_precision as mp
-    from . import tflite
-    from ..models.timm_nets import deploy_form
-    from .api import _Probe, float_reference, load_for_export
-    from .parity import ExportError
-    from .prepare import ExportModule, InputSpec, load_images, pick_calibration_samples
+    from . import converter as tflite
+    from ...models.timm_nets import deploy_form
+    from ..prepare import Probe, float_reference, load_for_export
+    from ..parity import ExportError
+    from ..prepare import ExportModule, InputSpec, load_images, pick_calibration_samples
 
     if precision not in mp.RECIPES:
         raise ExportError(f"no sensitivity report for {precision!r}; choose from {', '.join(mp.RECIPES)}")
@@ -42,7 +42,7 @@ def quant_report(checkpoint: str | Path, precision: str = "int8", out_dir: Optio
         net = float_reference(ckpt, checkpoint)
         log(f"{checkpoint} is a QAT run: analysing the float student it started from (qat.float_reference)")
     net = deploy_form(net)[0]  # the network the exported files hold
-    probe = _Probe(net, dataset, size, resize, probe_samples, seed).load()
+    probe = Probe(net, dataset, size, resize, probe_samples, seed).load()
     calib = load_images(pick_calibration_samples(dataset.train, calib_samples, seed), size, dataset.name, resize)
     spec = InputSpec(size, tflite.DEFAULT_LAYOUT, "float32")
     log(f"converting {checkpoint} to float32 TFLite; {len(probe.images)} images of {probe.source} probe, "

@@ -8,11 +8,11 @@ from typing import Dict, Optional
 
 import torch
 
-from . import distributed as dd
-from .checkpoint import save_checkpoint
-from .config import TrainConfig
-from .evaluate import evaluate_samples
-from .models import create_model
+from .. import distributed as dd
+from ..checkpoint import save_checkpoint
+from ..config import TrainConfig
+from ..evaluate import evaluate_samples
+from ..models import create_model
 
 
 def say(text: str) -> None:

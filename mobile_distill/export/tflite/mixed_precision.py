@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .quiet import quiet as _quiet
+from ..quiet import quiet as _quiet
 
 # precision -> (ai-edge-quantizer preset name, needs calibration images)
 RECIPES = {
@@ -186,7 +186,7 @@ class Quantiser:
 
 
 def embed(model: bytes, spec, images: np.ndarray) -> np.ndarray:
-    from ..runtime.tflite import TfliteRunner
+    from ...runtime.tflite import TfliteRunner
 
     return TfliteRunner(model, spec, threads=1)(images)
 

@@ -27,15 +27,15 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import distributed as dd
-from .data.base import Sample, load_image
-from .data.transforms import eval_transform
-from .errors import ConfigError
-from .losses import BRIDGE_LOSSES
-from .evaluate import check_finite
-from .teacher_sources import TeacherOptions, load_teacher
-from .utils.io import atomic_path, remove_stale_temps, write_json_atomic
-from .utils.progress import bars_off
+from .. import distributed as dd
+from ..data.base import Sample, load_image
+from ..data.transforms import eval_transform
+from ..errors import ConfigError
+from ..losses import BRIDGE_LOSSES
+from ..utils.checks import check_finite
+from ..teacher_sources import TeacherOptions, load_teacher
+from ..utils.io import atomic_path, remove_stale_temps, write_json_atomic
+from ..utils.progress import bars_off
 
 VIEWS = ("augmented", "clean")
 
@@ -92,7 +92,7 @@ class Teacher:
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             if not stages:
                 return self.model(images).float(), {}
-            from .losses.combine import collect_features
+            from ..models.features import collect_features
 
             emb, maps = collect_features(self.model, images, stages)
             return emb.float(), {k: m.float() for k, m in maps.items()}
@@ -300,8 +300,8 @@ def asymmetric_metrics(student, teacher: Teacher, objective, data, image_size: i
     """
     from torch.utils.data import DataLoader
 
-    from .data import ImageDataset
-    from .evaluate import embed, retrieval_metrics
+    from ..data import ImageDataset
+    from ..evaluate import embed, retrieval_metrics
 
     absolute = next((loss for loss in objective.losses if getattr(loss, "name", "") == "absolute"), None)
     # the first loss that ties the coordinates and learnt a projection (absolute, contrastive, prototype)

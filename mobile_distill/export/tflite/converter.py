@@ -24,8 +24,9 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from ..errors import MissingDependencyError
-from .quiet import quiet as _quiet
+from ...errors import MissingDependencyError
+from ..registry import register_exporter
+from ..quiet import quiet as _quiet
 
 PRECISIONS = ("float32", "float16", "int8", "int16act", "dynamic_int8", "weight_int8")
 DEFAULT_PRECISIONS = ("float32", "float16", "int8", "dynamic_int8", "weight_int8")
@@ -101,6 +102,7 @@ def _float16(float_model: bytes) -> bytes:
         return bytes(q.quantize(enable_progress_bar=False).quantized_model)
 
 
+@register_exporter("tflite", SUFFIX)
 def convert(module, spec, precision: str, path: Path, metadata: str, calib: Optional[np.ndarray] = None,
             calibration: str = "minmax") -> Dict:
     from . import mixed_precision as mp
@@ -203,6 +205,6 @@ def op_histogram(model: bytes) -> Dict[str, int]:
 
 
 def run(path: Path, spec, images: np.ndarray) -> Optional[np.ndarray]:
-    from ..runtime.tflite import TfliteRunner
+    from ...runtime.tflite import TfliteRunner
 
     return TfliteRunner(path, spec, threads=1)(images)
