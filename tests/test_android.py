@@ -64,6 +64,7 @@ def _counts(stdout: str):
     return int(m.group(1)), int(m.group(2))
 
 
+@pytest.mark.slow
 def test_kotlin_core_and_golden_tests_pass(tools, images, tmp_path, record_property):
     proc = _run_core(tools, tmp_path / "build", _golden(tmp_path / "golden", images))
     passed, failed = _counts(proc.stdout)
@@ -77,6 +78,7 @@ def test_kotlin_core_and_golden_tests_pass(tools, images, tmp_path, record_prope
                            "topKMatchesPythonExactly"], proc.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_golden_harness_catches_a_changed_byte_and_a_changed_contract(tools, images, tmp_path):
     # Fixtures written as BGR, and a result.json contract asking for a field the app does not
     # write: both Kotlin golden tests must fail (the harness can fail).
@@ -91,6 +93,7 @@ def test_golden_harness_catches_a_changed_byte_and_a_changed_contract(tools, ima
     assert "resultJsonKeepsThePythonContract" in proc.stdout and "result.json has no latency_us" in proc.stdout
 
 
+@pytest.mark.slow
 def test_app_sources_compile_against_android_jar(tools, tmp_path):
     build = tmp_path / "build"
     kotlinc = str(tools / "kotlinc" / "bin" / "kotlinc")
@@ -124,6 +127,7 @@ def test_gradle_project_shape():
     assert "import android." not in core_sources
 
 
+@pytest.mark.slow
 def test_export_android_fills_assets_with_a_gallery_from_the_exported_model(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 

@@ -22,6 +22,7 @@ PRECISIONS = {"onnx": ["float32"], "tflite": ["float32"], "coreml": ["float32"]}
 DEFAULTS = ("efficientnet_lite0", "mobilenet_v1_025")  # the default teacher and student
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list_models())
 def test_every_architecture_exports_to_every_format(arch, tmp_path):
     ckpt = tiny_trained(tmp_path, arch)

@@ -93,6 +93,7 @@ def distilled(tmp_path_factory):
     return shapes, teacher, root / "student" / "student"
 
 
+@pytest.mark.slow
 def test_eval_against_the_teacher_gallery_matches_training_and_the_exported_file(distilled, tmp_path):
     shapes, teacher, run = distilled
     ckpt = load_checkpoint(run / "last.pt")
@@ -115,6 +116,7 @@ def test_eval_against_the_teacher_gallery_matches_training_and_the_exported_file
         assert from_file["asymmetric"][key] == pytest.approx(result["asymmetric"][key], abs=1 / 24 + 1e-9)
 
 
+@pytest.mark.slow
 def test_gallery_model_refusals_are_one_line(distilled, tmp_path):
     shapes, teacher, run = distilled
     other = tmp_path / "other"  # a second teacher of another size, which the student never met
@@ -171,6 +173,7 @@ def compatible(tmp_path_factory):
     return teacher, root / "student" / "student" / "last.pt"
 
 
+@pytest.mark.slow
 def test_export_of_a_compatible_student_gates_its_search_of_the_teacher_gallery(compatible, tmp_path):
     teacher, student = compatible
     out = tmp_path / "export"
@@ -202,6 +205,7 @@ def test_export_of_a_compatible_student_gates_its_search_of_the_teacher_gallery(
     assert "teacher_gallery" not in json.loads((tmp_path / "off" / "export_report.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_compatible_student_without_its_teacher_is_refused_before_anything_is_written(compatible, tmp_path):
     teacher, student = compatible
     moved = tmp_path / "elsewhere.pt"
@@ -226,6 +230,7 @@ def test_compatible_needs_a_loss_that_ties_the_spaces():
         make_config(teacher="t.pt", distill=["relative:1"], compatible=True)
 
 
+@pytest.mark.slow
 def test_android_assets_with_a_teacher_embedded_gallery(compatible, tmp_path):
     """The app's gallery as the server's index: the teacher's embeddings of the original images
     (at the teacher's size), and gallery.json says who embedded it."""
@@ -260,6 +265,7 @@ def test_android_assets_with_a_teacher_embedded_gallery(compatible, tmp_path):
     assert "was not distilled from a teacher, so its queries cannot search a teacher's index" in proc.stderr
 
 
+@pytest.mark.slow
 def test_android_teacher_gallery_refuses_a_student_that_needs_a_projection(distilled, tmp_path):
     shapes, teacher, run = distilled  # 16 numbers against the teacher's 32
     proc = run_cli("export", str(run / "last.pt"), "--format", "tflite", "--precision", "tflite:float32", "--out",
@@ -270,6 +276,7 @@ def test_android_teacher_gallery_refuses_a_student_that_needs_a_projection(disti
     assert not (tmp_path / "assets").exists() and not (tmp_path / "exp").exists()  # refused before the export
 
 
+@pytest.mark.slow
 def test_a_student_starts_from_its_teachers_weights_at_its_own_size(compatible, tmp_path):
     """``init_from: teacher`` (the compatible recipe's start): the teacher's weights, the student's
     input size; another architecture or embedding size, or no teacher file, is refused in one line."""

@@ -43,6 +43,7 @@ def _row(report, fmt, precision="float32"):
     return next(r for r in report["rows"] if r["format"] == fmt and r["precision"] == precision)
 
 
+@pytest.mark.slow
 def test_bench_json_schema_and_outputs(benched, exported):
     out = exported / "bench"
     on_disk = json.loads((out / "bench.json").read_text())
@@ -71,6 +72,7 @@ def test_bench_json_schema_and_outputs(benched, exported):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_recall_equals_mdistill_eval_on_the_same_embeddings(benched, exported):
     out = exported / "bench"
     data = json.loads((exported / "model.json").read_text())["model"]["dataset"]["spec"]
@@ -84,6 +86,7 @@ def test_recall_equals_mdistill_eval_on_the_same_embeddings(benched, exported):
     assert _row(benched, "pytorch")["recall"]["recall@1"] > 50  # a model worth measuring
 
 
+@pytest.mark.slow
 def test_eval_refuses_embeddings_with_nan_rows(benched, exported, tmp_path):
     data = json.loads((exported / "model.json").read_text())["model"]["dataset"]["spec"]
     emb = np.load(exported / "bench" / _row(benched, "onnx", "float32")["embeddings"])
@@ -94,6 +97,7 @@ def test_eval_refuses_embeddings_with_nan_rows(benched, exported, tmp_path):
     assert f"2 of {len(emb)} rows contain NaN or infinity (first: row 3, 7)" in proc.stderr
 
 
+@pytest.mark.slow
 def test_min_recall_fails_the_command(exported, tmp_path):
     proc = run_cli("bench", exported, "--min-recall", "101", "--anchor", "off", "--warmup", "1", "--runs", "2",
                    "--out", tmp_path / "b", "--quiet", check=False)
@@ -103,6 +107,7 @@ def test_min_recall_fails_the_command(exported, tmp_path):
     assert (tmp_path / "b" / "bench.json").is_file()
 
 
+@pytest.mark.slow
 def test_missing_export_folder_and_required_anchor_are_clear_errors(tmp_path, exported):
     proc = run_cli("bench", tmp_path, check=False)
     assert proc.returncode == 1 and "no model.json in" in proc.stderr and "mdistill export" in proc.stderr
@@ -123,6 +128,7 @@ def _fake_adb_on_path(tmp_path, monkeypatch, **env):
     return tmp_path / "device"
 
 
+@pytest.mark.slow
 def test_adb_protocol_end_to_end_with_stand_in_device(exported, benched, tmp_path, monkeypatch):
     device = _fake_adb_on_path(tmp_path, monkeypatch)
     report = bench(exported, anchor="off", adb="adb", out_dir=tmp_path / "b", **FAST)
@@ -136,6 +142,7 @@ def test_adb_protocol_end_to_end_with_stand_in_device(exported, benched, tmp_pat
     assert not (device / "fs" / "sdcard" / "Android" / "data" / "com.mobile_distill.demo" / "files" / "bench").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env, message", [
     ({"FAKE_ADB_STATE": "offline"}, "no Android device ready (error: no devices/emulators found)"),
     ({"FAKE_ADB_NO_APP": "1"}, "the demo app com.mobile_distill.demo is not installed"),
@@ -148,12 +155,14 @@ def test_adb_errors_are_clear_and_early(exported, tmp_path, monkeypatch, env, me
     assert "push" not in (device / "calls.log").read_text()  # failed before pushing anything
 
 
+@pytest.mark.slow
 def test_a_result_json_that_breaks_the_contract_is_named(exported, tmp_path, monkeypatch):
     _fake_adb_on_path(tmp_path, monkeypatch, FAKE_ADB_DROP_FIELD="embedding_dim")
     with pytest.raises(BenchError, match=r"result.json breaks the contract \(embedding_dim is missing\)"):
         bench(exported, anchor="off", adb="adb", out_dir=tmp_path / "b", **FAST)
 
 
+@pytest.mark.slow
 def test_adb_missing_is_a_clear_cli_error(exported, tmp_path):
     empty = tmp_path / "empty_bin"
     empty.mkdir()
@@ -174,6 +183,7 @@ def _single_file_copy(exported, tmp_path, fmt="tflite", precision="float32"):
     return folder, folder / artifact["file"]
 
 
+@pytest.mark.slow
 def test_a_file_changed_after_export_fails_its_row_unless_allowed(exported, tmp_path):
     folder, tflite = _single_file_copy(exported, tmp_path)
     data = bytearray(tflite.read_bytes())
@@ -192,6 +202,7 @@ def test_a_file_changed_after_export_fails_its_row_unless_allowed(exported, tmp_
     assert "float32 MODIFIED" in proc.stdout  # the table says so too
 
 
+@pytest.mark.slow
 def test_a_killed_bench_leaves_its_images_for_the_next_run_to_reuse(exported, tmp_path):
     import signal
     import subprocess

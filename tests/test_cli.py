@@ -35,6 +35,7 @@ def test_unknown_model(shapes_dir, tmp_path):
     _one_clean_error(proc, "unknown model 'resnet9000'", "mobilenet_v1_025")
 
 
+@pytest.mark.slow
 def test_unknown_data_set_and_config_key(tmp_path):
     proc = run_cli("train", "--data", "imagenet22k", "--out-dir", tmp_path / "runs", check=False)
     _one_clean_error(proc, "unknown data set 'imagenet22k'")
@@ -44,6 +45,7 @@ def test_unknown_data_set_and_config_key(tmp_path):
     _one_clean_error(run_cli("train", "--config", cfg, check=False), "unknown config key(s) learning_rate")
 
 
+@pytest.mark.slow
 def test_missing_data_and_emoji_not_fetched(tmp_path):
     _one_clean_error(run_cli("train", "--data", f"folder:{tmp_path / 'nope'}", "--out-dir", tmp_path, check=False), "nope")
     _one_clean_error(run_cli("eval", "--model", "mobilenet_v1_025", "--pretrained", "none", check=False),
@@ -75,6 +77,7 @@ def test_malicious_pickle_checkpoint_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_of_wrong_shape(shapes_dir, tmp_path):
     import torch
 
@@ -88,6 +91,7 @@ def test_checkpoint_of_wrong_shape(shapes_dir, tmp_path):
     _one_clean_error(run_cli("eval", tmp_path / "junk.pt", check=False), "junk.pt")
 
 
+@pytest.mark.slow
 def test_corrupt_and_empty_images(shapes_dir, tmp_path):
     bad = shapes_dir / "class_01" / "img_0.png"
     bad.write_bytes(bad.read_bytes()[:40])  # truncated PNG
@@ -120,6 +124,7 @@ def test_progress_off_a_terminal_is_one_line_per_epoch(shapes_dir, tmp_path):
     assert [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("epoch ")] == ["1/2", "2/2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value, message", [
     ("1.0e+9", "epochs must be at most 100,000, got 1,000,000,000"),  # YAML reads this as a float: it was accepted
     ("1e9", "epochs must be int, got '1e9'"),  # ... and this as a string

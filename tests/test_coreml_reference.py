@@ -162,6 +162,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build, reference, shapes", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_op_matches_pytorch(tmp_path, build, reference, shapes):
     arrays = [RNG.randn(*s).astype(np.float32) for s in shapes]

@@ -46,6 +46,7 @@ def test_every_distillation_loss_has_a_training_spec():
     assert sorted(SPECS) == sorted(distill_loss_names())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_student_trains_with_each_loss(shapes, teacher, tmp_path, name):
     run_cli("train", *_student(shapes, tmp_path, teacher, SPECS[name], epochs=1))
@@ -66,6 +67,7 @@ def test_combined_losses_and_pure_distillation(shapes, teacher, tmp_path):
     assert "relative" in header and "rkd" in header and "triplet" not in header
 
 
+@pytest.mark.slow
 def test_teacher_cache_equals_live_clean_views(shapes, teacher, tmp_path):
     from mobile_distill.config import make_config
     from mobile_distill.data import create_dataset
@@ -149,6 +151,7 @@ def test_view_cache_holds_the_teachers_outputs_on_the_replayed_views(shapes, tea
     assert torch.allclose(maps_grown[stage - 1], live(crops, index, (stage - 1,))[1][stage - 1], rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_view_cache_and_hint_train_and_resume_bit_identical(shapes, teacher, tmp_path):
     extra = {"epochs": 4, "batches-per-epoch": 12, "image-size": 48, "teacher-image-size": 56, "cache-views": 3,
              "unlabeled": str(make_shapes_dataset(tmp_path / "pool", n_classes=3, per_class=4, seed=7)),
@@ -168,6 +171,7 @@ def test_view_cache_and_hint_train_and_resume_bit_identical(shapes, teacher, tmp
     assert len(list((tmp_path / "cache").glob("teacher_views-*.npy"))) == 2
 
 
+@pytest.mark.slow
 def test_mixup_mixes_only_the_unlabeled_rows(shapes, teacher, tmp_path):
     from mobile_distill.train import mix_unlabeled
 
@@ -185,6 +189,7 @@ def test_mixup_mixes_only_the_unlabeled_rows(shapes, teacher, tmp_path):
     assert proc.returncode == 1 and "mixup needs the live teacher" in proc.stderr
 
 
+@pytest.mark.slow
 def test_asymmetric_recall_needs_the_absolute_loss(tmp_path):
     """Student queries against a teacher-embedded gallery: the absolute loss puts the student in
     the teacher's space, a relational loss alone does not. Measured on the training classes: 8
@@ -236,6 +241,7 @@ def test_cross_quality(shapes, teacher, tmp_path):
     assert ckpt["teacher"]["image_size"] == 48 and ckpt["model"]["image_size"] == 32
 
 
+@pytest.mark.slow
 def test_cross_quality_crops_at_the_teachers_own_size_by_default(shapes, teacher, tmp_path):
     """--teacher-image-size 0 means the teacher's own size (32 here), for the crop as well: the replayed
     views, and so the teacher's cached outputs, are the same as with the size given explicitly."""
@@ -250,6 +256,7 @@ def test_cross_quality_crops_at_the_teachers_own_size_by_default(shapes, teacher
     assert caches == [1, 1, 2]
 
 
+@pytest.mark.slow
 def test_student_kill_and_resume_is_bit_identical(shapes, teacher, tmp_path):
     extra = {"epochs": 5, "batches-per-epoch": 16, "image-size": 48}
     run_cli("train", *_student(shapes, tmp_path / "a", teacher, "absolute:1:center=true", "hint:0.5", **extra))
@@ -262,6 +269,7 @@ def test_student_kill_and_resume_is_bit_identical(shapes, teacher, tmp_path):
     assert all(torch.equal(a["objective"][k], b["objective"][k]) for k in a["objective"])
 
 
+@pytest.mark.slow
 def test_distillation_errors(shapes, teacher, tmp_path):
     proc = run_cli("train", *tiny_train_args(shapes, tmp_path), "--distill", "relative:0.1", check=False)
     assert proc.returncode == 1 and "needs --teacher" in proc.stderr
@@ -272,6 +280,7 @@ def test_distillation_errors(shapes, teacher, tmp_path):
     assert proc.returncode == 1 and "feature maps" in proc.stderr
 
 
+@pytest.mark.slow
 def test_the_default_student_recipe_runs_on_a_folder_without_a_pool(shapes, teacher, tmp_path):
     """student_emoji asks for the data set's unlabeled pool ('auto'); a folder of the user's own images
     has none, so the recipe trains on the labelled images and says so. An explicit --unlabeled pool

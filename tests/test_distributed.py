@@ -60,6 +60,7 @@ def _torchrun(*args, timeout=240):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bn", ["eval", "train"])
 def test_one_gathered_step_on_two_ranks_equals_one_process_on_the_whole_batch(tmp_path, bn):
     _torchrun(Path(ddp_step_worker.__file__), tmp_path, bn)
@@ -128,6 +129,7 @@ def _history(run_dir: Path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_two_process_run_follows_the_one_process_run_of_the_same_global_batch(runs):
     from mobile_distill.checkpoint import load_checkpoint
 
@@ -155,6 +157,7 @@ def test_two_process_run_follows_the_one_process_run_of_the_same_global_batch(ru
     assert not list(runs[2][0].glob("*.rank*"))  # no shard left behind
 
 
+@pytest.mark.slow
 def test_the_clean_view_cache_built_on_two_ranks_equals_the_one_built_on_one(runs, tmp_path):
     root = runs[1][0].parent.parent
     data = root / "shapes"
@@ -206,6 +209,7 @@ def _start_and_kill_a_rank(args, last_pt: Path, after_epoch: int):
     return load_checkpoint(last_pt)["epoch"]
 
 
+@pytest.mark.slow
 def test_a_killed_rank_resumes_on_two_processes_and_on_one(tmp_path):
     from mobile_distill.checkpoint import load_checkpoint
 

@@ -90,6 +90,7 @@ def test_a_broken_anchor_fails_the_build(tmp_path):
     assert "no-such-section" in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", sorted(PAGES))
 def test_the_runnable_blocks_of_the_page_run(page, tmp_path):
     blocks = runnable_blocks(page)

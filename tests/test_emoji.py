@@ -243,6 +243,7 @@ def test_old_release_data_asks_for_a_refetch(tmp_path):
         create_dataset(f"emoji:{tmp_path}")
 
 
+@pytest.mark.slow
 @pytest.mark.network
 @pytest.mark.skipif(shutil.which("npm") is None and os.environ.get("MDISTILL_LOCAL") == "1",
                     reason="npm not installed (MDISTILL_LOCAL=1)")  # CI has npm: there a missing npm fails

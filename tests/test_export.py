@@ -57,6 +57,7 @@ def _class_margin(ckpt) -> float:
     return float((np.where(same, sims, -np.inf).max(1) - np.where(same, -np.inf, sims).max(1)).min())
 
 
+@pytest.mark.slow
 def test_every_format_passes_the_default_gate(exported, trained):
     out, report = exported
     # What makes the int8 rows pass on any CPU's rounding: the fixture keeps every query's own class
@@ -86,6 +87,7 @@ def test_every_format_passes_the_default_gate(exported, trained):
     assert not list(out.glob(".*partial*"))  # no staging leftovers
 
 
+@pytest.mark.slow
 def test_coreml_rows_are_gated_by_the_reference_interpreter(exported):
     """Off macOS the CoreML rows run the saved program in the reference interpreter, through the
     same gate and thresholds as the other formats, and say so."""
@@ -109,6 +111,7 @@ def test_coreml_rows_are_gated_by_the_reference_interpreter(exported):
     assert f16["max_abs_diff"] > 10 * f32["max_abs_diff"] and f16["cosine_min"] > 0.99, (f32, f16)
 
 
+@pytest.mark.slow
 def test_verify_fails_a_package_whose_weight_was_edited(exported, tmp_path):
     """``verify`` re-runs a file's CoreML row: the untouched package passes; the same package with
     one weight tensor in the middle of the network scaled by 1.3 inside weight.bin fails. That
@@ -146,6 +149,7 @@ def test_verify_fails_a_package_whose_weight_was_edited(exported, tmp_path):
     assert result.returncode == 1 and "failed the parity gate" in result.stderr and "✗ coreml float32" in result.stdout
 
 
+@pytest.mark.slow
 def test_verify_refuses_another_checkpoint_and_a_missing_file(exported, trained, tmp_path):
     from mobile_distill.export import ExportError
     from mobile_distill.export.verify import verify
@@ -162,6 +166,7 @@ def test_verify_refuses_another_checkpoint_and_a_missing_file(exported, trained,
     assert result.returncode == 1 and "file not found" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_onnx_runs_any_batch_size_and_matches_pytorch(exported, trained):
     import onnxruntime as ort
 
@@ -176,6 +181,7 @@ def test_onnx_runs_any_batch_size_and_matches_pytorch(exported, trained):
         np.testing.assert_allclose(got, net(x).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_metadata_round_trip_equals_model_json(exported):
     out, report = exported
     card = json.loads((out / "model.json").read_text())
@@ -191,6 +197,7 @@ def test_metadata_round_trip_equals_model_json(exported):
     assert json.loads(proc.stdout)["artifact"]["precision"] == "int8"
 
 
+@pytest.mark.slow
 def test_tflite_input_is_nhwc_and_op_histogram_is_reported(exported):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -216,6 +223,7 @@ def test_export_wrapper_is_exact(arch):
         torch.testing.assert_close(ExportModule(net, InputSpec(64, "nchw"))(x), net(x), rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_uint8_input_feeds_camera_bytes(trained, tmp_path):
     report = export(trained["ckpt"], formats=["tflite", "onnx"], precisions={"tflite": ["float32"]},
                     out_dir=tmp_path / "u8", input_dtype="uint8", parity_samples=0, calib_samples=8)
@@ -287,6 +295,7 @@ def test_a_runtime_exception_names_its_stage(trained, tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "student_float32.tflite").exists()
 
 
+@pytest.mark.slow
 def test_cli_gate_failure_exits_nonzero_with_a_cross_line(trained, tmp_path):
     # An impossible threshold makes the real file fail: exit 1, ✗ line, nothing at the final path.
     out = tmp_path / "cli"
@@ -298,6 +307,7 @@ def test_cli_gate_failure_exits_nonzero_with_a_cross_line(trained, tmp_path):
     assert not (out / "student_float32.onnx").exists()
 
 
+@pytest.mark.slow
 def test_cli_float16_gates_on_agreement_with_the_stated_eps(trained, tmp_path):
     # float16 gates on user loss; an impossible agreement fails it and the line states the ε given
     out = tmp_path / "fp16"
@@ -313,6 +323,7 @@ def test_cli_float16_gates_on_agreement_with_the_stated_eps(trained, tmp_path):
     assert not (out / "student_float16.tflite").exists()
 
 
+@pytest.mark.slow
 def test_cli_export_success_prints_table_and_saved_to(trained, tmp_path):
     out = tmp_path / "ok"
     proc = run_cli("export", trained["ckpt"], "--format", "tflite", "--precision", "tflite:float32",
@@ -354,6 +365,7 @@ def test_bad_options_are_clear_errors(trained, tmp_path, args, message):
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_and_unknown_architecture(tmp_path, trained):
     proc = run_cli("export", tmp_path / "nope.pt", check=False)
     assert proc.returncode == 1 and "checkpoint not found" in proc.stderr
@@ -373,6 +385,7 @@ def _undescribed(out):
             and not p.name.startswith(".")} - listed
 
 
+@pytest.mark.slow
 def test_a_killed_export_leaves_no_file_that_model_json_does_not_describe(trained, tmp_path):
     import subprocess
     import sys
@@ -404,6 +417,7 @@ def test_a_killed_export_leaves_no_file_that_model_json_does_not_describe(traine
     assert _undescribed(out) == {"notes.onnx"} and not (out / "student_float32.tflite").exists()
 
 
+@pytest.mark.slow
 def test_damaged_or_mislabelled_files_are_one_line(exported, trained, tmp_path, capsys):
     """``verify`` and ``metadata`` on a file that is not what its suffix says, or not whole: one line
     naming it and its format, exit 1 (they raised struct.error / protobuf DecodeError tracebacks)."""
@@ -427,6 +441,7 @@ def test_damaged_or_mislabelled_files_are_one_line(exported, trained, tmp_path, 
             assert err[0].startswith(f"Error: {path} is not a readable {kind} file"), (name, err)
 
 
+@pytest.mark.slow
 def test_concurrent_exports_into_one_folder_keep_model_json_true(trained, tmp_path):
     """Two exports at once into one folder. They shared their staging names (one failed its CoreML
     row on the other's vanished package), and each rewrote model.json from its own stale view (it
@@ -454,6 +469,7 @@ def test_concurrent_exports_into_one_folder_keep_model_json_true(trained, tmp_pa
     assert not [p.name for p in out.iterdir() if "partial" in p.name]  # no staging leftovers
 
 
+@pytest.mark.slow
 def test_export_onto_a_full_disk_says_so(trained, tmp_path):
     """A row that cannot write its file fails naming the full disk, and so does the final line (it
     blamed the parity gate)."""
@@ -479,6 +495,7 @@ def test_export_into_a_read_only_folder_is_one_line(trained, tmp_path):
     assert last.startswith(f"Error: cannot write {ro / 'x'}: read-only file system"), last
 
 
+@pytest.mark.slow
 def test_export_raises_on_a_failed_file_by_default_after_writing_its_report(trained, tmp_path):
     """As the CLI does: a failed row is an error (naming the file and why), the report is on disk and
     on the exception; ``raise_on_failure=False`` returns it instead, for callers that print it."""

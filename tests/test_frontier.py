@@ -4,9 +4,12 @@ and the table, JSON and plot written from those runs."""
 
 import json
 
+import pytest
+
 from conftest import load_benchmark, make_shapes_dataset, run_cli, tiny_train_args
 
 
+@pytest.mark.slow
 def test_sweep_trains_exports_times_and_resumes(tmp_path):
     frontier = load_benchmark("frontier")
     shapes = make_shapes_dataset(tmp_path / "shapes")

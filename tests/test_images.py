@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import run_cli, tiny_train_args
@@ -33,6 +34,7 @@ def _grey_png(path: Path, width: int, height: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_an_image_above_the_bomb_limit_is_a_bad_image(shapes_dir, tmp_path):
     bomb = _grey_png(shapes_dir / "class_03" / "huge.png", 14000, 14000)  # 196 M pixels > PIL's 179 M
     proc = run_cli("data", "check", f"folder:{shapes_dir}", check=False)

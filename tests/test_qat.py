@@ -28,6 +28,7 @@ def runs(tmp_path_factory):
     return {"root": root, "start": start, "qat": root / "runs" / "tiny-qat" / "last.pt"}
 
 
+@pytest.mark.slow
 def test_qat_run_fine_tunes_the_float_student_it_started_from(runs):
     start, q = load_checkpoint(runs["start"]), load_checkpoint(runs["qat"])
     cfg = q["config"]
@@ -44,6 +45,7 @@ def test_qat_run_fine_tunes_the_float_student_it_started_from(runs):
     assert ranges and all(torch.isfinite(v).all() for v in ranges)
 
 
+@pytest.mark.slow
 def test_activation_observers_learn_only_in_unfrozen_training():
     torch.manual_seed(0)
     student = QatStudent(create_model("mobilenet_v1_025", 16, "none", 32), [], 32)
@@ -85,6 +87,7 @@ def test_activation_observers_learn_only_in_unfrozen_training():
         assert not frozen[0] and frozen[-1] and frozen == sorted(frozen), (epochs, frozen)
 
 
+@pytest.mark.slow
 def test_qat_resume_after_kill_is_bit_identical(runs, tmp_path):
     from conftest import run_killed_then_resumed
 
@@ -98,11 +101,13 @@ def test_qat_resume_after_kill_is_bit_identical(runs, tmp_path):
     assert all(torch.equal(v, b["qat"]["state"][k]) for k, v in a["qat"]["state"].items())
 
 
+@pytest.mark.slow
 def test_qat_refuses_to_restart_a_qat_run(runs):
     result = run_cli("train", "--qat", "--resume", runs["qat"], check=False)
     assert result.returncode != 0 and "already a QAT run" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_qat_export_is_the_trained_int8_network_gated_against_the_float_student(runs, tmp_path):
     q = load_checkpoint(runs["qat"])
     report = export(runs["qat"], formats=["tflite"], out_dir=tmp_path, parity_samples=0, calib_samples=16,
@@ -136,6 +141,7 @@ def test_qat_export_is_the_trained_int8_network_gated_against_the_float_student(
     assert gate["images"] == 32 and rows["int8"]["status"] == "passed", rows["int8"]["failures"]
 
 
+@pytest.mark.slow
 def test_qat_keeps_named_modules_in_float_in_training_and_in_the_int8_file(runs, tmp_path):
     """--qat-float backbone.stages.0: that stage trains unquantised and stays float in the int8 file
     (its convs read float inputs and float weights); every later conv is int8; model.json says so."""
@@ -161,6 +167,7 @@ def test_qat_keeps_named_modules_in_float_in_training_and_in_the_int8_file(runs,
     assert proc.returncode == 1 and "--qat-float 'backbone.nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_qat_and_post_training_int8_of_a_tiny_student_both_pass(runs, tmp_path):
     """Must-show 5 of issue 11 asks for a tiny model whose QAT file passes a gate that its post-training
     file fails. On tiny models that does not happen, and this test shows why: the tiny student is so
@@ -179,6 +186,7 @@ def test_qat_and_post_training_int8_of_a_tiny_student_both_pass(runs, tmp_path):
     assert rows["post-training"]["parity"]["cosine_mean"] >= 0.999  # nothing left for QAT to win
 
 
+@pytest.mark.slow
 def test_quant_report_of_a_qat_run_analyses_its_float_reference(runs, tmp_path):
     from mobile_distill.export.tflite.quant_report import quant_report
 

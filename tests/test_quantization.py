@@ -80,6 +80,7 @@ def mixed(outlier, tmp_path_factory):
     return out, report
 
 
+@pytest.mark.slow
 def test_int8_refusals_are_real(outlier, tmp_path):
     out = tmp_path / "plain"
     report = export(outlier, formats=["tflite"], out_dir=out, parity_samples=0, calib_samples=32,
@@ -96,6 +97,7 @@ def test_int8_refusals_are_real(outlier, tmp_path):
     assert {a["precision"] for a in card["artifacts"]} == {"float32", "weight_int8"}
 
 
+@pytest.mark.slow
 def test_mixed_precision_keeps_the_outlier_path_float_and_passes(mixed):
     out, report = mixed
     f32 = _row(report, "float32")["size_bytes"]
@@ -123,6 +125,7 @@ def test_mixed_precision_keeps_the_outlier_path_float_and_passes(mixed):
                                             for f in row["failures"])
 
 
+@pytest.mark.slow
 def test_float16_refusal_is_real(tiny, tmp_path):
     path, before, after = _edited(tiny, "tinyhead", _tiny_head)
     assert torch.nn.functional.cosine_similarity(before, after).min() > 0.5  # the same model, less its bias
@@ -136,6 +139,7 @@ def test_float16_refusal_is_real(tiny, tmp_path):
     assert "post_training" not in row  # float16 has no mixed-precision retry
 
 
+@pytest.mark.slow
 def test_quant_report_names_the_planted_layers(outlier, tmp_path):
     proc = run_cli("quant-report", outlier, "--precision", "dynamic_int8", "--out", tmp_path, "--calib-samples", "16")
     assert "head" in proc.stdout and "float" in proc.stdout
@@ -146,6 +150,7 @@ def test_quant_report_names_the_planted_layers(outlier, tmp_path):
     assert (tmp_path / "sensitivity_dynamic_int8.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision,calibration", [("weight_int8", "mse"), ("dynamic_int8", "octav"),
                                                    ("int16act", "minmax")])
 def test_calibration_choices_and_int16_activations_convert_and_run(tiny, precision, calibration, tmp_path):
@@ -170,6 +175,7 @@ def test_calibration_choices_and_int16_activations_convert_and_run(tiny, precisi
     assert torch.nn.functional.cosine_similarity(torch.from_numpy(out), ref).min() > 0.95
 
 
+@pytest.mark.slow
 def test_unknown_calibration_is_a_clear_error(tiny):
     from mobile_distill.export import ExportError
 
@@ -177,6 +183,7 @@ def test_unknown_calibration_is_a_clear_error(tiny):
         export(tiny["ckpt"], formats=["tflite"], calibration="percentile")
 
 
+@pytest.mark.slow
 def test_bench_reports_quantised_and_mixed_latency_against_float32_at_two_thread_counts(mixed):
     from mobile_distill.bench import bench, format_table
 

@@ -67,6 +67,7 @@ def _distil(shapes, out, teacher, *distill, name="student", cwd=None, **extra):
     return args
 
 
+@pytest.mark.slow
 def test_an_onnx_teacher_and_the_same_net_as_a_factory_give_the_same_cache(shapes, resnet, tmp_path, monkeypatch):
     monkeypatch.chdir(resnet)  # py:my_teachers:resnet imports from the working directory, as python -m does
     run_cli("train", *_distil(shapes, tmp_path, resnet / "resnet18.onnx", "absolute:1", name="onnx"))
@@ -94,6 +95,7 @@ def test_an_opaque_teacher_is_refused_by_the_feature_map_losses(shapes, resnet, 
     assert "Traceback" not in proc.stderr and not (tmp_path / "student").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec,message", [
     ("py:my_teachers:not_a_module", "returned int, not a torch.nn.Module"),
     ("py:my_teachers:broken", "failed: ValueError: no GPU here"),
@@ -124,6 +126,7 @@ def timm_weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distill", ["hint:1", "absolute:1"])
 def test_a_timm_teacher_teaches_with_maps_and_across_embedding_sizes(shapes, timm_weights, tmp_path, distill):
     """test_efficientnet (timm's own test model: 256-d pre-logits) teaches a 16-d MobileNet: the hint
@@ -167,6 +170,7 @@ def test_a_torchvision_teacher_teaches_with_its_maps(shapes, resnet, tmp_path):
     assert record["source"] == "torchvision" and record["embedding_dim"] == 512
 
 
+@pytest.mark.slow
 def test_eval_reports_what_any_teacher_starts_from(shapes, resnet, tmp_path, monkeypatch):
     """`mdistill eval --teacher SPEC`: the untuned Recall@K of a teacher from any source; the ONNX
     file and the factory of the same network score the same."""
@@ -181,6 +185,7 @@ def test_eval_reports_what_any_teacher_starts_from(shapes, resnet, tmp_path, mon
     assert onnx["recall@1"] == factory["recall@1"] and onnx["num_queries"] == 24
 
 
+@pytest.mark.slow
 def test_precomputed_embeddings_teach_as_the_cached_teacher_did(shapes, resnet, tmp_path):
     """--teacher-embeddings: the ONNX teacher's clean-view rows, handed over as a file in another
     order with the list of their images, train the same student bit for bit as the teacher did."""
@@ -210,6 +215,7 @@ def test_precomputed_embeddings_teach_as_the_cached_teacher_did(shapes, resnet, 
     assert not (tmp_path / "refused").exists()
 
 
+@pytest.mark.slow
 def test_our_own_onnx_export_teaches_as_its_checkpoint_does(tmp_path):
     """A student exported here (normalisation inside the graph, model.json beside it) used as an opaque
     teacher: the ONNX source reads the contract from model.json, feeds [0, 1] images as they are, and

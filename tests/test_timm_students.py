@@ -51,6 +51,7 @@ def test_the_folded_network_equals_the_training_one(arch):
     assert torch.allclose(before, after, atol=1e-5), (before - after).abs().max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", MATRIX)
 def test_timm_student_exports_to_every_format(arch, tmp_path):
     ckpt = tiny_trained(tmp_path, arch)
@@ -80,6 +81,7 @@ def test_timm_student_exports_to_every_format(arch, tmp_path):
     assert card["model"]["reparameterized_blocks"] == report["reparameterized_blocks"]
 
 
+@pytest.mark.slow
 def test_a_timm_student_takes_the_hint_from_timm_feature_maps(shapes, tmp_path):
     """hint between a tiny ResNet teacher and an LCNet student: the student's map comes from
     timm's forward_intermediates, sized by timm's feature_info."""
@@ -100,6 +102,7 @@ def test_a_timm_student_takes_the_hint_from_timm_feature_maps(shapes, tmp_path):
     assert [m.shape[1] for m in maps] == [net.feature_info[1]["num_chs"], net.feature_info[-1]["num_chs"]]
 
 
+@pytest.mark.slow
 def test_a_bad_timm_student_says_what_to_do(shapes, tmp_path):
     proc = run_cli("train", *tiny_train_args(shapes, tmp_path / "runs", model="timm:mobilenetv4_conv_smal"), check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
@@ -137,6 +140,7 @@ def elsewhere(shapes, tmp_path_factory):
     return path, net.eval()
 
 
+@pytest.mark.slow
 def test_a_timm_checkpoint_from_elsewhere_exports_and_verifies(shapes, elsewhere, tmp_path):
     weights, net = elsewhere
     out = tmp_path / "export"
@@ -158,6 +162,7 @@ def test_a_timm_checkpoint_from_elsewhere_exports_and_verifies(shapes, elsewhere
     assert "onnx    float32" in proc.stdout and proc.stdout.rstrip().endswith("✓"), proc.stdout  # rebuilt from source/student.pt
 
 
+@pytest.mark.slow
 def test_outside_exports_refuse_bad_inputs_and_leave_nothing(shapes, elsewhere, tmp_path):
     weights, _ = elsewhere
     out = tmp_path / "export"

@@ -19,6 +19,7 @@ def _weights(path):
     return load_checkpoint(path)["state_dict"]
 
 
+@pytest.mark.slow
 def test_train_writes_run_directory_and_learns(tmp_path):
     # 16 classes (8 seen, 8 unseen x 6 images), the default multi-similarity loss, 80 steps. Chance
     # Recall@1 is 5/47 = 0.11 on either split. Measured over seeds 0-2 on AVX-512 (AMD EPYC), AVX2 and
@@ -87,6 +88,7 @@ def test_same_seed_same_numbers_and_new_run_dir(shapes_dir, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_is_bit_identical(shapes_dir, tmp_path):
     """SIGKILL a real training process mid-run, resume it, compare with an uninterrupted run."""
     # Epochs long enough (24 batches) that the kill lands inside one, even on a fast idle machine.

@@ -55,6 +55,7 @@ def _golden_rows(app_dir: Path, images):
         return preprocess_golden(page, "golden/")
 
 
+@pytest.mark.slow
 def test_page_preprocessing_equals_the_android_golden_bytes_and_one_pixel_of_crop_fails(app, exported, tmp_path):
     # real images, square and not (the crop), at three input specs: the bytes the Kotlin core must
     # reproduce (test_android's golden test), now reproduced by the page's own preprocess.js
@@ -80,6 +81,7 @@ def test_page_preprocessing_equals_the_android_golden_bytes_and_one_pixel_of_cro
     assert (STATIC / "preprocess.js").read_text() == source and not (app / "preprocess.js").samefile(STATIC / "preprocess.js")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["student_float32.tflite", "student_float32.onnx", "student_int8.tflite"])
 def test_browser_parity_gate_passes_each_runtime(exported, name):
     proc = run_cli("verify", str(exported[0] / name), "--parity-samples", "0", "--browser")
@@ -111,6 +113,7 @@ def _page_swapping_red_and_blue(tmp_path, monkeypatch):
     monkeypatch.setattr(web_app, "STATIC", static)
 
 
+@pytest.mark.slow
 def test_browser_gate_fails_a_page_that_feeds_the_model_other_bytes(exported, tmp_path, monkeypatch):
     from mobile_distill.web.gate import browser_verify
 
@@ -140,6 +143,7 @@ def _python_top_k(app_dir: Path, image: Path, k: int = 8):
     return sorted(range(len(rows)), key=lambda i: (-scores[i], i))[:k]
 
 
+@pytest.mark.slow
 def test_a_dropped_picture_searches_the_gallery_as_python_does(app, exported, tmp_path, record_property):
     from mobile_distill.web.browser import open_page
     from mobile_distill.web.server import serving
@@ -175,6 +179,7 @@ def test_a_dropped_picture_searches_the_gallery_as_python_does(app, exported, tm
     assert shot.stat().st_size > 5000 and Image.open(shot).size[0] > 300
 
 
+@pytest.mark.slow
 def test_bad_input_is_shown_in_the_page(app, exported, tmp_path):
     from mobile_distill.web.browser import open_page
     from mobile_distill.web.server import serving
@@ -212,6 +217,7 @@ def test_bad_input_is_shown_in_the_page(app, exported, tmp_path):
             page.page.text_content("#error")
 
 
+@pytest.mark.slow
 def test_the_server_sends_isolation_headers_and_keeps_to_its_folder(app, tmp_path):
     from mobile_distill.web.server import serving
 
@@ -240,6 +246,7 @@ def test_the_server_sends_isolation_headers_and_keeps_to_its_folder(app, tmp_pat
         link.unlink()
 
 
+@pytest.mark.slow
 def test_cli_writes_the_app_and_refuses_a_folder_without_an_export(exported, tmp_path):
     out = tmp_path / "site"
     proc = run_cli("web", str(exported[0]), "--out", str(out), "--gallery", str(exported[1] / "test"),
@@ -263,6 +270,7 @@ def test_cli_writes_the_app_and_refuses_a_folder_without_an_export(exported, tmp
     assert not (tmp_path / "nothing" / "web").exists()
 
 
+@pytest.mark.slow
 def test_bench_browser_rows_beside_the_host_rows(exported, tmp_path):
     proc = run_cli("bench", str(exported[0]), "--browser", "--runs", "5", "--warmup", "1", "--browser-samples", "0",
                    "--anchor", "off", "--out", str(tmp_path / "bench"))
@@ -281,6 +289,7 @@ def test_bench_browser_rows_beside_the_host_rows(exported, tmp_path):
     assert "tflite in Chromium, WASM" in proc.stdout and "(32 img)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_bench_browser_row_fails_when_the_page_computes_other_embeddings(exported, tmp_path, monkeypatch):
     from mobile_distill.bench import bench
 
@@ -292,6 +301,7 @@ def test_bench_browser_row_fails_when_the_page_computes_other_embeddings(exporte
     assert not report["passed"]
 
 
+@pytest.mark.slow
 def test_export_browser_adds_a_browser_row_per_file(exported, tmp_path):
     ckpt = exported[0].parent / "runs" / "tiny" / "last.pt"
     proc = run_cli("export", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "exp"), "--parity-samples", "0",
@@ -305,6 +315,7 @@ def test_export_browser_adds_a_browser_row_per_file(exported, tmp_path):
     assert refused.returncode == 2 and "--browser gates a checkpoint's files" in refused.stderr
 
 
+@pytest.mark.slow
 def test_the_camera_path_takes_a_picture_and_searches(app):
     """Chromium's test camera in place of a phone's: the page's camera button, the video, the
     picture taken from it and its search, with the latency shown."""
