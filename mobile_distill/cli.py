@@ -254,7 +254,7 @@ def bench_cmd(export_dir, adb_serial, quiet, **settings):
 @click.option("--out", "out_dir", default="runs", show_default=True, help="Where the runs and demo.json go.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo_cmd(data, out_dir, quiet):
-    """The README's main job: emoji data, teacher, student alone and distilled, side by side."""
+    """The main job on the embedded default: emoji data, teacher, student alone and distilled, side by side."""
     from .demo import run
 
     click.echo(run(out_dir=out_dir, progress=not quiet, data=data))
