@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -196,6 +197,18 @@ def plot(state: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def _in_repo(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (no machine's absolute path goes
+    into a results file), else absolute."""
+    full = Path(path).resolve()
+    return str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else str(full)
+
+
+def _in_repo_spec(data: str) -> str:
+    kind, sep, path = data.partition(":")
+    return f"{kind}:{_in_repo(path)}" if sep and kind == "folder" else data
+
+
 def teacher_record(path: str, data: str) -> dict:
     from mobile_distill.checkpoint import load_checkpoint
 
@@ -241,8 +254,9 @@ def main(argv=None):
     modes = MODES if args.compatible else MODES[:2]
     start = time.perf_counter()
     done = {r["id"] for r in state["runs"]}
-    todo = [s for s in specs(students, modes, seeds, str(Path(args.teacher).resolve()), (teacher["arch"], teacher["embedding_dim"]), args.data,
-                             runs_dir, args.epochs_scale, block, extra) if s["id"] not in done]
+    todo = [s for s in specs(students, modes, seeds, _in_repo(args.teacher), (teacher["arch"], teacher["embedding_dim"]),
+                             _in_repo_spec(args.data), runs_dir, args.epochs_scale, block, extra) if s["id"] not in done]
+    os.chdir(ROOT)  # the rows' subprocesses resolve the repository-relative paths above from here
     print(f"{len(todo)} rows to train", flush=True)
     distill_table.run_specs(todo, state, out, args.jobs)
     for run in state["runs"]:  # export, then time every file in one pass
