@@ -34,7 +34,7 @@ test: setup browser
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The edit-test loop: every test but those marked slow (6 s or more, or needing a module fixture
-# that long): 292 tests in about 1.3 min on 2 cores. `make test` stays the whole suite.
+# that long): 293 tests in about 1.3 min on 2 cores. `make test` stays the whole suite.
 test-fast: setup browser
 	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
 
