@@ -145,7 +145,7 @@ def verify_cmd(file, checkpoint, parity_samples, data, teacher_gallery, browser,
 @click.command("metadata")
 @click.argument("path", type=click.Path(path_type=Path))
 def metadata_cmd(path):
-    """Print the mobile_distill metadata embedded in an exported file (.onnx, .tflite, .mlpackage)."""
+    """Print the mobile_distill metadata embedded in an exported file (.onnx, .tflite, .mlpackage, .pte)."""
     from .export import ExportError, read_metadata
 
     if not path.exists():

@@ -231,14 +231,15 @@ class _Embedding(nn.Module):
         return self.graph(x)[0]
 
 
-def deployable(net: nn.Module, record: Dict, image_size: int) -> nn.Module:
+def deployable(net: nn.Module, record: Dict, image_size: int, fold_quantize: bool = False) -> nn.Module:
     """The int8 network a QAT checkpoint trained for: its graph rebuilt, its observers' state loaded,
-    converted to quantise/dequantise pairs (what litert-torch turns into int8 ops)."""
+    converted to quantise/dequantise pairs (what litert-torch turns into int8 ops; ExecuTorch's
+    XNNPACK lowering wants the weights' quantisation folded into int8 constants, ``fold_quantize``)."""
     from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
     student = QatStudent(copy.deepcopy(net), record["stages"], image_size, record.get("float_modules", ()))
     student.load_quantizer_state(record)
-    converted = quantize_pt2e.convert_pt2e(student.graph, fold_quantize=False)  # then eval: PT2E's own order
+    converted = quantize_pt2e.convert_pt2e(student.graph, fold_quantize=fold_quantize)  # then eval: PT2E's own order
     with torch.random.fork_rng():
         move_exported_model_to_eval(converted)
     embedding = _Embedding(converted)

@@ -84,6 +84,10 @@ def test_every_format_passes_the_default_gate(exported, trained):
     f32 = _row(report, "tflite", "float32")["size_bytes"]
     assert _row(report, "tflite", "int8")["size_bytes"] < 0.5 * f32
     assert _row(report, "tflite", "float16")["size_bytes"] < 0.7 * f32
+    # ExecuTorch: float32 as exact as the other float files, int8 at under 0.4x its size
+    pte32, pte8 = _row(report, "executorch", "float32"), _row(report, "executorch", "int8")
+    assert pte32["status"] == pte8["status"] == "passed" and pte32["parity"]["cosine_min"] >= 0.9999
+    assert pte8["size_bytes"] <= 0.4 * pte32["size_bytes"]
     assert not list(out.glob(".*partial*"))  # no staging leftovers
 
 

@@ -142,10 +142,14 @@ def test_every_format_has_a_converter_and_a_runtime():
     from mobile_distill.export.registry import EXPORTERS
     from mobile_distill.runtime import RUNNERS
 
-    assert FORMATS == ("onnx", "tflite", "coreml") == tuple(EXPORTERS)  # registered by their own modules
+    assert FORMATS == ("onnx", "tflite", "coreml", "executorch") == tuple(EXPORTERS)  # registered by their own modules
     for fmt in FORMATS:
         converter = get(fmt)
         assert converter.convert.__module__ == converter.__name__, fmt
         runtime = importlib.import_module(f"mobile_distill.runtime.{fmt}")
         assert callable(converter.convert) and callable(converter.run), fmt
         assert RUNNERS[fmt].__module__ == runtime.__name__, fmt
+    from mobile_distill.export.manifest import MODEL_SUFFIXES
+    from mobile_distill.export.registry import SUFFIXES
+
+    assert set(MODEL_SUFFIXES) == set(SUFFIXES)  # the manifest knows every format's files

@@ -142,6 +142,31 @@ def test_qat_export_is_the_trained_int8_network_gated_against_the_float_student(
 
 
 @pytest.mark.slow
+def test_qat_int8_program_is_the_trained_graph(runs, tmp_path):
+    """ExecuTorch takes a QAT checkpoint's int8 graph as trained, as TFLite does: no new calibration,
+    the program computes the fake-quantised network, and the gate against the float student passes."""
+    from mobile_distill.export.prepare import InputSpec
+    from mobile_distill.runtime.executorch import ExecutorchRunner
+
+    q = load_checkpoint(runs["qat"])
+    report = export(runs["qat"], formats=["executorch"], out_dir=tmp_path, parity_samples=0,
+                    precisions={"executorch": ["int8"]})
+    row, = report["rows"]
+    assert row["status"] == "passed", row["failures"]
+    assert row["details"]["quantization"]["calibration"].startswith("none: the activation ranges")
+    data = create_dataset(q["config"]["data"], progress=False)
+    images = load_images(data.test, 32, data.name)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    student = QatStudent(model_from_checkpoint(q), q["qat"]["stages"], 32)
+    student.load_quantizer_state(q["qat"])
+    student.eval()
+    with torch.no_grad():
+        fake = torch.nn.functional.normalize(student(x), dim=1).numpy()
+    pte = ExecutorchRunner(tmp_path / row["file"], InputSpec(32, "nchw", "float32"), threads=1)(images)
+    assert float((pte * fake).sum(1).min()) > 0.99
+
+
+@pytest.mark.slow
 def test_qat_keeps_named_modules_in_float_in_training_and_in_the_int8_file(runs, tmp_path):
     """--qat-float backbone.stages.0: that stage trains unquantised and stays float in the int8 file
     (its convs read float inputs and float weights); every later conv is int8; model.json says so."""

@@ -1,9 +1,9 @@
-"""Export a trained student to ONNX, TFLite and CoreML, each file proven against PyTorch.
+"""Export a trained student to ONNX, TFLite, CoreML and ExecuTorch, each file proven against PyTorch.
 
     from mobile_distill.export import export
     report = export("runs/student/last.pt", formats=["all"])
 
-One module per format (``onnx``, ``tflite``, ``coreml``), a shared parity gate (``parity``), the
+One module per format (``onnx``, ``tflite``, ``coreml``, ``executorch``), a shared parity gate (``parity``), the
 model card and embedded metadata (``metadata``), the orchestration (``api``); the files run on
 ``mobile_distill.runtime``. Names are imported lazily, so importing the package loads no torch.
 """

@@ -118,7 +118,8 @@ def _export(checkpoint, c: ExportConfig, model, weights, contract, log) -> Dict:
         if qat_net is not None and getattr(module, "ACCEPTS_QAT", False):  # static int8 is the trained graph
             from ..qat import deployable
 
-            wrapped.qat = ExportModule(deployable(qat_net, ckpt["qat"], size), spec)
+            fold = getattr(module, "QAT_FOLD_QUANTIZE", False)
+            wrapped.qat = ExportModule(deployable(qat_net, ckpt["qat"], size, fold_quantize=fold), spec)
         for precision in wanted[fmt]:
             log(f"{fmt} {precision}: converting")
             rows.append(_export_one(job, module, fmt, precision, wrapped, spec))

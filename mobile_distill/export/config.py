@@ -55,7 +55,7 @@ class ExportConfig:
     ``precisions`` takes a mapping (``{"tflite": ["int8"]}``) or ``FORMAT:PRECISION`` strings."""
 
     formats: Tuple[str, ...] = field(default=("all",), metadata={
-        "flag": "--format", "help": "onnx, tflite, coreml or all (repeat or comma-separate)."})
+        "flag": "--format", "help": "onnx, tflite, coreml, executorch or all (repeat or comma-separate)."})
     out_dir: Optional[str] = field(default=None, metadata={
         "flag": "--out", "path": True, "help": "Output folder (default: export/ beside the checkpoint)."})
     precisions: Optional[Mapping[str, Sequence[str]]] = field(default=None, metadata={
@@ -63,7 +63,7 @@ class ExportConfig:
         "help": "FORMAT:PRECISION, e.g. tflite:int8 (repeatable; default: every precision of each format)."})
     input_layout: Optional[str] = field(default=None, metadata={
         "choices": ("nhwc", "nchw"),
-        "help": "Input layout for every format (default: NHWC for TFLite, NCHW for ONNX and CoreML)."})
+        "help": "Input layout for every format (default: NHWC for TFLite, NCHW for ONNX, CoreML and ExecuTorch)."})
     input_dtype: str = field(default="float32", metadata={
         "choices": ("float32", "uint8"),
         "help": "float32 RGB in [0, 1], or uint8 0-255 camera bytes (CoreML stays float32)."})

@@ -1,4 +1,5 @@
-"""The export formats, one module each (``onnx.py``, ``tflite/converter.py``, ``coreml.py``), each
+"""The export formats, one module each (``onnx.py``, ``tflite/converter.py``, ``coreml.py``,
+``executorch.py``), each
 registered by ``@register_exporter`` on its ``convert`` (``registry.py``) when imported below.
 
 Every format module offers the same functions (Optimum-style, no base class needed):
@@ -20,6 +21,7 @@ from ..errors import ExportError
 from . import onnx  # noqa: F401  (each import registers its format; their order is --format all's)
 from .tflite import converter  # noqa: F401
 from . import coreml  # noqa: F401,E402
+from . import executorch  # noqa: F401,E402
 from .registry import EXPORTERS, SUFFIXES
 
 FORMATS = tuple(EXPORTERS)

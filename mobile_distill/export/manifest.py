@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterator, List
 from ..utils.io import pid_alive, remove_path as _remove, write_json_atomic
 from .metadata import read_metadata
 
-MODEL_SUFFIXES = (".onnx", ".tflite", ".mlpackage")
+MODEL_SUFFIXES = (".onnx", ".tflite", ".mlpackage", ".pte")
 _STAGING = ".partial"
 
 

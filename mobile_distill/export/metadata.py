@@ -89,7 +89,7 @@ def embedded_document(card: Dict[str, Any], artifact: Dict[str, Any]) -> str:
 
 
 def read_metadata(path: str | Path) -> Optional[Dict[str, Any]]:
-    """The mobile_distill document embedded in an exported file (.onnx, .tflite, .mlpackage).
+    """The mobile_distill document embedded in an exported file (.onnx, .tflite, .mlpackage, .pte).
 
     Raises:
         ExportError: the file is missing, truncated, corrupt or not of the format its suffix names.

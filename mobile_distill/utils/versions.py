@@ -6,7 +6,7 @@ from importlib import metadata as importlib_metadata
 from typing import Dict
 
 _TOOLS = ("mobile_distill", "torch", "onnx", "onnxruntime", "onnxscript", "onnxslim", "litert-torch",
-          "ai-edge-litert", "ai-edge-quantizer", "coremltools")
+          "ai-edge-litert", "ai-edge-quantizer", "coremltools", "executorch")
 
 
 def tool_versions() -> Dict[str, str]:
