@@ -44,7 +44,7 @@ test-fast: setup browser
 CPU_SENSITIVE := tests/test_train.py tests/test_export.py tests/test_qat.py tests/test_quantization.py \
 	tests/test_bench.py tests/test_distill_train.py tests/test_distributed.py tests/test_architectures.py \
 	tests/test_android.py tests/test_sampler_config.py tests/test_timm_students.py tests/test_asymmetric.py \
-	tests/test_web.py
+	tests/test_web.py tests/test_selection.py tests/test_executorch.py
 test-avx2: setup browser
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest -q -n auto --dist loadfile $(CPU_SENSITIVE)
 

@@ -38,7 +38,12 @@ class TrainConfig:
     hflip: bool = field(default=False, metadata={"help": "random horizontal flips (off: emoji arrows differ)"})
     color_jitter: float = field(default=0.0, metadata={"help": "brightness/contrast/saturation jitter"})
     eval_resize: float = field(default=1.0, metadata={"help": "eval: resize short side to size*this, centre-crop"})
-    val_classes: float = field(default=0.0, metadata={"help": "fraction of training classes held out for model selection (0: keep the last epoch)"})
+    val_classes: float = field(default=0.0, metadata={"help": "fraction of training classes held out for model selection (0: keep the last epoch); --val-queries sizes the split in images instead"})
+    val_queries: int = field(default=0, metadata={"help": "hold out whole training classes with at least this many images for model selection (at most 30 % of the classes; overrides --val-classes; 0: off)"})
+    val_folds: int = field(default=1, metadata={"help": "K > 1: choose the epoch (or the untuned weights) by the mean over K disjoint validation splits, K short runs, then train on every training class and keep that epoch"})
+    val_fold: int = field(default=0, metadata={"cli": False, "help": "which of the disjoint validation splits this run holds out (set by --val-folds)"})
+    select_on: str = field(default="map@r", metadata={"help": "model selection criterion on the validation classes: map@r (recall@1 breaks ties) or recall@1"})
+    keep_epoch: int = field(default=0, metadata={"cli": False, "help": "keep this epoch's weights as the selected model (set by --val-folds; -1: the untuned weights; 0: off)"})
     # model
     model: str = field(default="efficientnet_lite0", metadata={"help": "architecture: a name mdistill models lists, timm:NAME (any timm model) or py:package.module:function"})
     pretrained: str = field(default="imagenet", metadata={"help": "imagenet or none"})
@@ -114,6 +119,7 @@ _CHOICES = {
     "teacher_dtype": ("float32", "bfloat16"),
     "teacher_embedding": ("pre_logits", "logits"),
     "autocast": ("none", "bfloat16"),
+    "select_on": ("map@r", "recall@1"),
 }
 # args.yaml carries the run's resolved figures (optimiser steps, ...) under this key: written by
 # training for the reader, ignored when the file is read back as a config.
@@ -200,6 +206,13 @@ def _validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be at most {most:,}, got {getattr(cfg, key):,} (a typo in an exponent?)")
     if not 0.0 <= cfg.val_classes < 1.0:
         raise ConfigError(f"val_classes must be in [0, 1), got {cfg.val_classes}")
+    if cfg.val_queries < 0 or cfg.val_folds < 1 or cfg.val_fold < 0:
+        raise ConfigError(f"need --val-queries >= 0, --val-folds >= 1 and val_fold >= 0, got "
+                          f"{cfg.val_queries}, {cfg.val_folds}, {cfg.val_fold}")
+    if cfg.val_folds > 1 and not (cfg.val_queries or cfg.val_classes):
+        raise ConfigError("--val-folds K needs a validation split to repeat: --val-queries N (or --val-classes F)")
+    if cfg.keep_epoch > cfg.epochs or cfg.keep_epoch < -1:
+        raise ConfigError(f"keep_epoch must be -1 (untuned), 0 (off) or an epoch up to {cfg.epochs}, got {cfg.keep_epoch}")
     if not 0.0 < cfg.label_fraction <= 1.0:
         raise ConfigError(f"label_fraction must be in (0, 1], got {cfg.label_fraction}")
     if cfg.distill and not (cfg.teacher or cfg.teacher_embeddings):

@@ -106,6 +106,8 @@ def _summary(ks, hits, ap_all, valid, cross) -> Metrics:
     out: Metrics = {f"recall@{k}": (hits[j].item() / num_q if num_q else float("nan")) for j, k in enumerate(ks)}
     if ap_all is not None:
         out["map@r"] = ap_all[valid].sum().item() / num_q if num_q else float("nan")
+        # its standard error over the queries: what model selection weighs a difference against
+        out["map@r_se"] = ap_all[valid].std().item() / num_q ** 0.5 if num_q > 1 else float("nan")
     out["num_queries"] = num_q
     out["num_excluded"] = len(valid) - num_q
     if cross is not None:

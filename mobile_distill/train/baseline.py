@@ -43,13 +43,20 @@ def untuned_baseline(cfg: TrainConfig, data, val_samples, device, run_dir: Path)
     out = {"test": evaluate_split(model, data.test, cfg, device, ks=data.recall_ks, dataset=data.name,
                                   domains=data.domains)}
     if val_samples:
-        out["val_recall@1"] = evaluate_split(model, val_samples, cfg, device, dataset=data.name)["recall@1"]
-        if dd.is_main():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(run_dir / "best.pt", {"model": model.model_info(), "state_dict": model.state_dict(),
-                                                  "config": cfg.to_dict(), "epoch": 0, "untuned_features": True})
+        from .selection import score
+
+        val = evaluate_split(model, val_samples, cfg, device, dataset=data.name)
+        out["val_recall@1"] = val["recall@1"]
+        out["val"] = {**score(val, cfg.select_on), "epoch": 0, "untuned": True}
+    # the first kept model: selection replaces it with an epoch unless it stays measurably better
+    # (or --val-folds chose it: keep_epoch -1)
+    if (val_samples or cfg.keep_epoch == -1) and dd.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(run_dir / "best.pt", {"model": model.model_info(), "state_dict": model.state_dict(),
+                                              "config": cfg.to_dict(), "epoch": 0, "untuned_features": True})
     say(f"untuned {cfg.pretrained} features of {cfg.model}: test recall@1 {out['test']['recall@1']:.4f}"
-        + (f", validation recall@1 {out['val_recall@1']:.4f}" if val_samples else ""))
+        + (f", validation recall@1 {out['val_recall@1']:.4f}, {cfg.select_on} {out['val']['value']:.4f}"
+           if val_samples else ""))
     return out
 
 
@@ -58,11 +65,11 @@ def say_untuned(untuned: Dict, test: Dict, selected: str) -> None:
     if a > b:
         say(f"fine-tuning beat the untuned features: test recall@1 {a:.4f} vs {b:.4f}")
     elif selected.startswith("untuned"):
-        say(f"fine-tuning did not beat the untuned features on the validation classes: kept them "
+        say(f"the untuned features were measurably better on the validation classes: kept them "
             f"(test recall@1 {a:.4f})")
-    elif selected.startswith("best"):  # the held-out classes preferred an epoch that the test classes do not
+    elif selected.startswith(("best", "epoch")):  # the held-out classes preferred an epoch the test classes do not
         say(f"note: the validation classes preferred a fine-tuned epoch, but on the test classes it does not beat "
             f"the untuned features: test recall@1 {a:.4f} vs {b:.4f} (selection never looks at the test classes)")
     else:
         say(f"WARNING: fine-tuning did NOT beat the untuned features: test recall@1 {a:.4f} vs {b:.4f}; "
-            f"set --val-classes to keep the better of the two automatically, or change the recipe")
+            f"set --val-queries to keep the better of the two automatically, or change the recipe")

@@ -35,6 +35,7 @@ from ..utils.io import write_json_atomic, write_text_atomic
 from ..utils.progress import bars_off
 from ..utils.seed import epoch_seed, seed_everything
 from .baseline import evaluate_split, say, say_untuned
+from .selection import decision, describe, prefer, score
 from .setup import (Run, begin, build_models, build_objective, build_optimiser, load_data, memory_format_for,
                     open_run_dir)
 from .teacher import Teacher, asymmetric_metrics, student_view
@@ -109,6 +110,10 @@ def main(cfg: Optional[TrainConfig] = None, resume: Optional[str | Path] = None,
         cfg: the configuration (ignored when resuming: the checkpoint's own is used).
         resume: path of a ``last.pt`` to continue from.
     """
+    if cfg is not None and resume is None and cfg.val_folds > 1:
+        from .folds import main_with_folds
+
+        return main_with_folds(cfg, main, progress)
     created: list = []
     try:
         return _main(cfg, resume, progress, created)
@@ -146,14 +151,22 @@ def _train_epoch(run: Run, epoch: int) -> None:
     run.train_time += time.perf_counter() - t0
     row = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in stats.items()}, "lr": run.scheduler.get_last_lr()[-1]}
     if run.val_samples:
-        row["val_recall@1"] = evaluate_split(model, run.val_samples, cfg, run.device, dataset=data.name)["recall@1"]
+        val = evaluate_split(model, run.val_samples, cfg, run.device, dataset=data.name)
+        row.update({"val_recall@1": val["recall@1"], "val_map@r": val["map@r"]})
     if epoch + 1 == cfg.epochs or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
         row["test_recall@1"] = evaluate_split(model, data.test, cfg, run.device, dataset=data.name)["recall@1"]
     run.history.append(row)
-    if run.val_samples and row["val_recall@1"] > run.best:
-        run.best = row["val_recall@1"]
-        if run.main_rank:
-            save_checkpoint(run.run_dir / "best.pt", run.payload(epoch + 1))
+    if run.val_samples:
+        candidate = {**score(val, cfg.select_on), "epoch": epoch + 1}
+        run.val_scores.append(candidate)
+        if prefer(candidate, run.best_fine_tuned):
+            run.best_fine_tuned = candidate
+        if prefer(candidate, run.best):  # the kept model: the untuned weights or the best epoch so far
+            run.best = candidate
+            if run.main_rank:
+                save_checkpoint(run.run_dir / "best.pt", run.payload(epoch + 1))
+    if cfg.keep_epoch == epoch + 1 and run.main_rank:  # the epoch --val-folds chose
+        save_checkpoint(run.run_dir / "best.pt", run.payload(epoch + 1))
     if run.main_rank:
         save_checkpoint(run.run_dir / "last.pt", run.payload(epoch + 1))
         write_metrics_csv(run.run_dir / "metrics.csv", run.history)
@@ -167,18 +180,24 @@ def _finish(run: Run) -> Dict:
     cfg, data, model, teacher, untuned = run.cfg, run.data, run.model, run.teacher, run.untuned
     selected = "last"
     dd.barrier()  # best.pt is complete before any rank reads it
-    if run.val_samples and (run.run_dir / "best.pt").exists():
+    if (run.val_samples or cfg.keep_epoch) and (run.run_dir / "best.pt").exists():
         best_ckpt = load_checkpoint(run.run_dir / "best.pt")
         model = model_from_checkpoint(best_ckpt).to(run.device)
-        selected = ("untuned pretrained features (no fine-tuned epoch beat them on the validation classes)"
-                    if best_ckpt.get("untuned_features") else "best (validation classes)")
+        selected = ("untuned pretrained features (measurably better than every fine-tuned epoch on the validation "
+                    "classes)" if best_ckpt.get("untuned_features") else "best (validation classes)" if run.val_samples
+                    else f"epoch {cfg.keep_epoch} (chosen by --val-folds)")
     test = evaluate_split(model, data.test, cfg, run.device, ks=data.recall_ks, dataset=data.name,
                           domains=data.domains, progress=run.progress)
     if teacher is not None and teacher.can_embed and run.main_rank:  # phone queries against the teacher's gallery
         test.update(asymmetric_metrics(model, teacher, run.objective, data, cfg.image_size, cfg.eval_resize, run.device))
+    selection = ({**decision(run.best, (untuned or {}).get("val"), run.best_fine_tuned), "epochs": run.val_scores}
+                 if run.val_samples else None)
+    if selection:
+        say(describe(selection))
     if untuned:
         say_untuned(untuned, test, selected)
-    results = {"run_dir": str(run.run_dir), "selected": selected, "test": test, "model": model.model_info(),
+    results = {"run_dir": str(run.run_dir), "selected": selected, **({"selection": selection} if selection else {}),
+               "test": test, "model": model.model_info(),
                "complexity": complexity(float_net(model).cpu(), cfg.image_size), "train_time_s": round(run.train_time, 1),
                "epochs": cfg.epochs, **run.steps, "data": {"name": data.name, **data.summary()},
                "device": str(run.device), "losses": {"task": cfg.loss, "distill": list(cfg.distill)},

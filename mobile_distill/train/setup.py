@@ -31,6 +31,7 @@ from ..utils.io import write_text_atomic
 from ..utils.seed import seed_everything
 from .baseline import say, untuned_baseline
 from .ddp import RankBatches, wrap_student
+from .selection import split_validation
 from .teacher import Teacher
 
 
@@ -54,17 +55,6 @@ def initial_model(cfg: TrainConfig):
     # input (the compatible recipe), which then records the size it is trained and exported at.
     model.image_size = cfg.image_size
     return model
-
-
-def split_validation(train: List[Sample], fraction: float, seed: int):
-    """Carve whole classes out of the training split for model selection (never the test classes)."""
-    if fraction <= 0:
-        return train, []
-    classes = sorted({y for _, y in train})
-    g = torch.Generator().manual_seed(seed)
-    n_val = max(2, round(len(classes) * fraction))
-    val = {classes[i] for i in torch.randperm(len(classes), generator=g)[:n_val].tolist()}
-    return [s for s in train if s[1] not in val], [s for s in train if s[1] in val]
 
 
 def build_optimizer(model, cfg: TrainConfig, extra: Sequence[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
@@ -111,7 +101,7 @@ def training_samples(data, cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]
     ``label_fraction`` < 1 (the semi-supervised experiment) keeps the labels of a seeded random
     fraction of the training classes; the other classes' images join the unlabeled images.
     """
-    train, val = split_validation(data.train, cfg.val_classes, cfg.seed)
+    train, val = split_validation(data.train, cfg.seed, cfg.val_classes, cfg.val_queries, cfg.val_fold)
     unlabeled: List[str] = []
     if cfg.label_fraction < 1.0:
         classes = sorted({y for _, y in train})
@@ -160,7 +150,10 @@ class Run:
         self.main_rank = dd.is_main()
         self.progress = progress and self.main_rank
         self.teacher: Optional[Teacher] = None
-        self.start_epoch, self.history, self.best, self.train_time = 0, [], -1.0, 0.0
+        self.start_epoch, self.history, self.train_time = 0, [], 0.0
+        self.best: Optional[Dict] = None  # the kept model's validation score (selection.py)
+        self.best_fine_tuned: Optional[Dict] = None
+        self.val_scores: List[Dict] = []  # every epoch's validation score, for --val-folds
 
     def payload(self, epoch: int) -> Dict:
         """What ``last.pt`` / ``best.pt`` hold after ``epoch`` epochs: enough to resume bit for bit."""
@@ -168,7 +161,9 @@ class Run:
         return {"model": model.model_info(), "state_dict": float_net(model).state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": epoch,
                 "step": epoch * len(self.sampler), "config": cfg.to_dict(), "history": self.history,
-                "rng": rng_state(), "best_val_recall": self.best, "train_time_s": self.train_time,
+                "rng": rng_state(), "selection": {"best": self.best, "best_fine_tuned": self.best_fine_tuned,
+                                                     "epochs": self.val_scores},
+                "train_time_s": self.train_time,
                 "data": {"name": self.data.name, **self.data.summary()}, "objective": self.objective.state_dict(),
                 "losses": {"task": cfg.loss, "distill": list(cfg.distill)}, "untuned": self.untuned,
                 **({"teacher": self.teacher.record()} if self.teacher else {}),
@@ -278,12 +273,14 @@ def build_optimiser(run: Run) -> None:
     run.scheduler = build_scheduler(run.optimizer, cfg, len(run.sampler))
     run.untuned = (ckpt.get("untuned") if ckpt is not None
                    else untuned_baseline(cfg, run.data, run.val_samples, run.device, run.run_dir))
-    if run.untuned and "val_recall@1" in run.untuned:
-        run.best = run.untuned["val_recall@1"]  # fine-tuned epochs must beat the untuned features to be selected
+    if run.untuned and "val" in run.untuned:
+        run.best = run.untuned["val"]  # kept unless a fine-tuned epoch comes within the noise (selection.prefer)
     if ckpt is not None:
         run.objective.load_state_dict(ckpt["objective"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
         run.start_epoch, run.history = ckpt["epoch"], ckpt["history"]
-        run.best, run.train_time = ckpt.get("best_val_recall", -1.0), ckpt.get("train_time_s", 0.0)
+        kept = ckpt.get("selection", {})
+        run.best, run.best_fine_tuned, run.val_scores = kept.get("best"), kept.get("best_fine_tuned"), kept.get("epochs", [])
+        run.train_time = ckpt.get("train_time_s", 0.0)
