@@ -125,7 +125,7 @@ def main():
 
     def one(job):
         s, rule, seed = job
-        row = train(rule, sets[s]["path"], seed, runs / s / f"{rule}-s{seed}", before, args.folds)
+        row = train(rule, sets[s]["path"], seed, runs / "runs" / s / f"{rule}-s{seed}", before, args.folds)
         return job, {**row, "provenance": provenance()}
 
     with ThreadPoolExecutor(args.jobs) as pool:
