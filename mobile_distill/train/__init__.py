@@ -5,8 +5,9 @@
     results = main(make_config(load_yaml("student_emoji"), teacher="runs/teacher/last.pt"))
 
 ``loop.py`` (the loop, ``main``), ``setup.py`` (its set-up phases), ``teacher.py`` (the frozen
-teacher and its caches), ``baseline.py`` (evaluation and the untuned-features baseline), ``ddp.py``
-(several processes: batches per rank, the DDP wrapper, the torchrun launcher).
+teacher and its caches), ``baseline.py`` (evaluation and the untuned-features baseline),
+``selection.py`` (the validation split and which epoch a run keeps), ``folds.py`` (``--val-folds``),
+``ddp.py`` (several processes: batches per rank, the DDP wrapper, the torchrun launcher).
 """
 
 from .loop import main, mix_unlabeled, train_one_epoch

@@ -123,7 +123,8 @@ def convert(module, spec, precision: str, path: Path, metadata: str, calib: Opti
             raise ValueError("static int8 needs calibration images")
         model = _convert_int8_static(module, spec, calib)
         details["quantization"] = {"quantizer": "litert-torch PT2E", "config": "symmetric, per-channel weights, "
-                                   "activations by min-max observers", "calibration": "minmax", "float_ops": []}
+                                   "activations by PT2E's histogram observers", "calibration": "minmax",
+                                   "float_ops": []}
     else:
         q = mp.Quantiser(_convert_float(module, spec), spec, calib, precision, calibration)
         model = q.quantise()
