@@ -23,7 +23,8 @@ from mobile_distill.models.timm_nets import deploy_form
 # The families the issue names, each at its smallest size. Every row passes its float32 gates.
 MATRIX = ["timm:mobilenetv4_conv_small", "timm:repvit_m0_9", "timm:fastvit_t8", "timm:mobileone_s0",
           "timm:efficientvit_b0", "timm:lcnet_050"]
-PRECISIONS = {"onnx": ["float32"], "tflite": ["float32", "float16", "int8"], "coreml": ["float32"]}
+PRECISIONS = {"onnx": ["float32"], "tflite": ["float32", "float16", "int8"], "coreml": ["float32"],
+              "executorch": ["float32"]}
 REPARAMETERISED = {"timm:repvit_m0_9", "timm:fastvit_t8", "timm:mobileone_s0"}
 
 
@@ -60,13 +61,14 @@ def test_timm_student_exports_to_every_format(arch, tmp_path):
     rows = {(r["format"], r["precision"]): r for r in report["rows"]}
     assert set(rows) == {(f, p) for f, ps in PRECISIONS.items() for p in ps}
     assert (report["reparameterized_blocks"] > 0) == (arch in REPARAMETERISED)
-    for fmt, precision in [("onnx", "float32"), ("tflite", "float32"), ("coreml", "float32")]:
+    for fmt, precision in [("onnx", "float32"), ("tflite", "float32"), ("coreml", "float32"), ("executorch", "float32")]:
         row = rows[(fmt, precision)]
         assert row["status"] == "passed" and not row["failures"], (arch, fmt, row["failures"])
         assert row["parity"]["images"] == 32 and (tmp_path / "export" / row["file"]).exists()
     assert rows[("onnx", "float32")]["parity"]["cosine_min"] > 0.9999
     assert rows[("tflite", "float32")]["parity"]["cosine_min"] > 0.9999
     assert rows[("coreml", "float32")]["parity"]["cosine_min"] >= 0.99999
+    assert rows[("executorch", "float32")]["parity"]["cosine_min"] > 0.9999
     for precision in ("float16", "int8"):
         # Converted and run in LiteRT, not judged: seconds of training leave weights and activations
         # whose rounding the gate may rightly refuse (test_export gates trained models' files). A
