@@ -129,13 +129,35 @@ def row_id(block: str, row: str, seed: int) -> str:
     return f"{block}|{row}|{seed}"
 
 
+def _same_run(cfg, run_dir: Path) -> bool:
+    from mobile_distill.checkpoint import load_checkpoint
+
+    ckpt = run_dir / "last.pt"
+    return ckpt.exists() and make_config(load_checkpoint(ckpt)["config"]).to_dict() == cfg.to_dict()
+
+
+def earlier_run(cfg):
+    """The results of this row's run when it finished but the table never recorded it (killed between)."""
+    run_dir = Path(cfg.out_dir) / cfg.name
+    done = run_dir / "results.json"
+    return json.loads(done.read_text()) if done.exists() and _same_run(cfg, run_dir) else None
+
+
+def unfinished_run(cfg):
+    """This row's ``last.pt`` when an earlier sweep was killed mid-row: resuming it ends bit-identical
+    on CPU, so a sweep of many hours can stop and go on across sessions. A run of other settings under
+    the same name is left alone (the new one goes to ``name-2``)."""
+    run_dir = Path(cfg.out_dir) / cfg.name
+    return run_dir / "last.pt" if _same_run(cfg, run_dir) else None
+
+
 def run_one(spec: dict) -> dict:
     """Train one row (in this process) and return its record."""
     from mobile_distill.train import main as train
 
     cfg = make_config({**load_yaml(spec["recipe"]), **spec["overrides"]})
     start = time.perf_counter()
-    results = train(cfg, progress=False)
+    results = earlier_run(cfg) or train(cfg, progress=False, resume=unfinished_run(cfg))
     run_dir = Path(results["run_dir"])
     curve = [(int(r["epoch"]), float(r["test_recall@1"])) for r in _csv(run_dir / "metrics.csv") if r.get("test_recall@1")]
     test = {k: v for k, v in results["test"].items() if not k.startswith("cross/") or k.startswith("cross/mean/")}
