@@ -1,5 +1,6 @@
 """The distillation table's bookkeeping (benchmarks/distill_table.py): which rows it runs, with
-which settings, and how it turns rows into closure and the peer comparison. No training here."""
+which settings, how it turns rows into closure and the peer comparison, and how a killed sweep goes on
+(the one test that trains, on tiny shapes)."""
 
 import pytest
 
@@ -111,3 +112,53 @@ def test_rows_waiting_for_a_cache_start_once_its_builder_has_trained_an_epoch(ta
     new.write_text("epoch\n1\n")
     assert table.epoch_done(spec, since)
     assert not table.epoch_done({"overrides": {"out_dir": str(tmp_path), "name": "alone-s0"}}, since)
+
+
+@pytest.mark.slow
+def test_a_row_killed_mid_run_resumes_to_the_uninterrupted_result(table, tmp_path):
+    """A sweep of many hours stops (a session ends, a kill) and goes on: the killed row continues from
+    its last.pt in place and ends where an uninterrupted run ends; a finished row is not trained twice;
+    a run of other settings under the same name is not taken over."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import make_shapes_dataset
+
+    from mobile_distill.checkpoint import load_checkpoint
+
+    shapes = make_shapes_dataset(tmp_path / "shapes")
+    tiny = {"data": f"folder:{shapes}", "teacher": "", "distill": [], "unlabeled": "", "teacher_cache": False,
+            "loss": "triplet", "image_size": 32, "embedding_dim": 16, "classes_per_batch": 4, "images_per_class": 3,
+            "batches_per_epoch": 4, "epochs": 8, "eval_every": 0, "eval_batch_size": 16, "name": "row", "seed": 0}
+
+    def spec(runs: str, **changes):
+        return {"id": f"shapes|row|{runs}", "block": "shapes", "row": "row", "recipe": "student_emoji",
+                "runs_dir": str(tmp_path / runs), "overrides": {**tiny, "out_dir": str(tmp_path / runs), **changes}}
+
+    whole = table.run_one(spec("whole"))
+    killed = spec("killed")
+    (tmp_path / "spec.json").write_text(json.dumps(killed))
+    last = tmp_path / "killed" / "row" / "last.pt"
+    proc = subprocess.Popen([sys.executable, str(table.__file__), "--run-one", str(tmp_path / "spec.json")],
+                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (last.exists() and load_checkpoint(last)["epoch"] >= 2):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(last)["epoch"]
+    assert 2 <= killed_at < 8 and not (last.parent / "results.json").exists(), killed_at
+    resumed = table.run_one(killed)
+    assert resumed["test"] == whole["test"] and resumed["optimizer_steps"] == whole["optimizer_steps"]
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == ["row"]  # continued in place
+    # finished: the second call reads its results instead of training again
+    mtime = last.stat().st_mtime_ns
+    assert table.run_one(killed)["test"] == whole["test"] and last.stat().st_mtime_ns == mtime
+    # other settings under the same name: a new run beside it, the old one untouched
+    other = table.run_one(spec("killed", seed=1))
+    assert other["config"]["name"] == "row" and (tmp_path / "killed" / "row-2" / "results.json").exists()
+    assert last.stat().st_mtime_ns == mtime
