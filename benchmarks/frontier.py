@@ -226,6 +226,8 @@ def main(argv=None):
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--students", default=",".join(STUDENTS), help="comma-separated keys of STUDENTS")
     p.add_argument("--compatible", action="store_true", help="also the compatible recipe's row per student")
+    p.add_argument("--modes", default="alone,distilled", help=f"which rows per student, of {', '.join(MODES)} "
+                   "(a long sweep can run the distilled rows first and the rest later: rows already done are kept)")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply the recipes' epochs (quick looks)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config value for every row (YAML; e.g. classes_per_batch=8 on a small data set)")
@@ -242,6 +244,10 @@ def main(argv=None):
     unknown = [s for s in students if s not in STUDENTS]
     if unknown:
         p.error(f"unknown student(s) {unknown}; known: {', '.join(STUDENTS)}")
+    modes = list(dict.fromkeys([m.strip() for m in args.modes.split(",") if m.strip()]
+                               + (["compatible"] if args.compatible else [])))
+    if set(modes) - set(MODES):
+        p.error(f"unknown mode(s) {sorted(set(modes) - set(MODES))}; known: {', '.join(MODES)}")
     import yaml
 
     extra = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
@@ -249,9 +255,10 @@ def main(argv=None):
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"frontier_{block}.json")
     runs_dir = Path(args.runs_dir).resolve()
     state = json.loads(out.read_text()) if out.exists() else {"runs": []}
+    if state.get("epochs_scale", args.epochs_scale) != args.epochs_scale:  # its rows would be skipped as done
+        p.error(f"{out} holds rows at --epochs-scale {state['epochs_scale']:g}: pass that, or another --out")
     seeds = [int(s) for s in args.seeds.split(",")]
     teacher = teacher_record(args.teacher, args.data)
-    modes = MODES if args.compatible else MODES[:2]
     start = time.perf_counter()
     done = {r["id"] for r in state["runs"]}
     todo = [s for s in specs(students, modes, seeds, _in_repo(args.teacher), (teacher["arch"], teacher["embedding_dim"]),

@@ -53,3 +53,9 @@ def test_sweep_trains_exports_times_and_resumes(tmp_path):
     again = json.loads(out.read_text())
     assert [r["test"] for r in again["runs"]] == [r["test"] for r in state["runs"]]
     assert len(json.loads(before)["runs"]) == len(again["runs"]) == 3
+    # one mode at a time (a long sweep runs its distilled rows first): nothing new to train here either
+    frontier.main([*args[:args.index("--compatible")], "--modes", "distilled", *args[args.index("--compatible") + 1:]])
+    assert json.loads(out.read_text())["runs"] == again["runs"]
+    for wrong in (["--modes", "distiled"], ["--epochs-scale", "0.5"]):  # a typo; rows of another schedule
+        with pytest.raises(SystemExit):
+            frontier.main([*args, *wrong])
