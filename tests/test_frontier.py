@@ -56,6 +56,12 @@ def test_sweep_trains_exports_times_and_resumes(tmp_path):
     # one mode at a time (a long sweep runs its distilled rows first): nothing new to train here either
     frontier.main([*args[:args.index("--compatible")], "--modes", "distilled", *args[args.index("--compatible") + 1:]])
     assert json.loads(out.read_text())["runs"] == again["runs"]
+    frontier.main([*args, "--retime"])  # every passing file timed again, nothing trained
+    retimed = json.loads(out.read_text())["runs"]
+    assert [r["test"] for r in retimed] == [r["test"] for r in again["runs"]]
+    timed = [i for i, r in enumerate(retimed) if r["int8"]["status"] == "passed"]
+    assert timed and all(retimed[i]["int8"]["latency_ms"] > 0 for i in timed)
+    assert [retimed[i]["int8"]["latency_ms"] for i in timed] != [again["runs"][i]["int8"]["latency_ms"] for i in timed]
     for wrong in (["--modes", "distiled"], ["--epochs-scale", "0.5"]):  # a typo; rows of another schedule
         with pytest.raises(SystemExit):
             frontier.main([*args, *wrong])
