@@ -171,14 +171,16 @@ def train_cmd(config_file, resume, quiet, nproc, **overrides):
               help="Any teacher, untuned: a checkpoint, timm:NAME, tv:NAME, py:module:function or FILE.onnx.")
 @click.option("--teacher-weights", default="", help="With --teacher timm:/tv:/py:, local weights (offline).")
 @click.option("--gallery-model", default=None, metavar="SPEC",
-              help="Asymmetric: CHECKPOINT (or an exported .onnx/.tflite/.mlpackage) embeds the queries, SPEC (a "
+              help="Asymmetric: CHECKPOINT (or an exported .onnx/.tflite/.mlpackage/.pte) embeds the queries, SPEC (a "
                    "checkpoint, timm:, tv:, py: or ONNX) the gallery; the student's recorded projection and centre apply.")
 @click.option("--gallery-weights", default="", help="With --gallery-model timm:/tv:/py:, local weights (offline).")
 def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_out, skip_bad_images, embeddings,
              teacher_spec, teacher_weights, gallery_model, gallery_weights):
-    """Recall@K and MAP@R of CHECKPOINT (or of --model's raw features, --teacher SPEC, or --embeddings) on a data
-    set's split; with --gallery-model, CHECKPOINT's queries against another model's gallery."""
+    """Recall@K and MAP@R of CHECKPOINT (a student checkpoint, or an exported file run in its own runtime; or of
+    --model's raw features, --teacher SPEC, or --embeddings) on a data set's split; with --gallery-model,
+    CHECKPOINT's queries against another model's gallery."""
     from .evaluate import evaluate_checkpoint, evaluate_embeddings, evaluate_pretrained, evaluate_teacher, format_table
+    from .asymmetric_eval import is_exported
     from .utils.io import write_json_atomic
 
     if sum(x is not None for x in (checkpoint, model, embeddings, teacher_spec)) != 1:
@@ -205,6 +207,11 @@ def eval_cmd(checkpoint, data_spec, model, pretrained, image_size, split, json_o
     elif embeddings is not None:
         metrics = evaluate_embeddings(embeddings, data_spec or "emoji", split, skip_bad_images)
         title = str(embeddings)
+    elif checkpoint is not None and is_exported(checkpoint):  # the phone's file, in its own runtime
+        from .asymmetric_eval import evaluate_exported
+
+        metrics = evaluate_exported(checkpoint, data_spec, split, log=lambda m: click.echo(m, err=True))
+        title = str(checkpoint)
     elif checkpoint is not None:
         metrics = evaluate_checkpoint(checkpoint, data_spec, image_size, split, skip_bad_images)
         title = str(checkpoint)

@@ -114,6 +114,13 @@ def test_eval_against_the_teacher_gallery_matches_training_and_the_exported_file
     assert "(asymmetric)" in proc.stdout and "bridge: projection (16, 32), centred gallery" in proc.stdout
     for key in ("recall@1", "recall@4", "map@r"):  # the phone's file against the server's model
         assert from_file["asymmetric"][key] == pytest.approx(result["asymmetric"][key], abs=1 / 24 + 1e-9)
+    # the file on its own gallery, over the whole split, in ONNX Runtime
+    proc = run_cli("eval", str(tmp_path / "export" / "student_float32.onnx"), "--json", str(tmp_path / "sym.json"))
+    own = json.loads((tmp_path / "sym.json").read_text())
+    assert "Traceback" not in proc.stderr and "embedding 24 queries with student_float32.onnx" in proc.stderr
+    for key in ("recall@1", "recall@4", "map@r"):
+        assert own[key] == pytest.approx(result["query"][key], abs=1 / 24 + 1e-9)
+    assert own["num_queries"] == 24
 
 
 @pytest.mark.slow
