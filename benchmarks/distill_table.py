@@ -129,26 +129,20 @@ def row_id(block: str, row: str, seed: int) -> str:
     return f"{block}|{row}|{seed}"
 
 
-def _same_run(cfg, run_dir: Path) -> bool:
+def earlier_run(cfg):
+    """What an earlier sweep left of this row: ``(results, None)`` when it finished but the table never
+    recorded it (killed between), ``(None, last.pt)`` when it was killed mid-row (resuming ends
+    bit-identical on CPU, so a sweep of many hours can stop and go on across sessions), else
+    ``(None, None)``. A run of other settings under the same name is left alone (the new one goes to
+    ``name-2``)."""
     from mobile_distill.checkpoint import load_checkpoint
 
-    ckpt = run_dir / "last.pt"
-    return ckpt.exists() and make_config(load_checkpoint(ckpt)["config"]).to_dict() == cfg.to_dict()
-
-
-def earlier_run(cfg):
-    """The results of this row's run when it finished but the table never recorded it (killed between)."""
     run_dir = Path(cfg.out_dir) / cfg.name
+    last = run_dir / "last.pt"
+    if not last.exists() or make_config(load_checkpoint(last)["config"]).to_dict() != cfg.to_dict():
+        return None, None
     done = run_dir / "results.json"
-    return json.loads(done.read_text()) if done.exists() and _same_run(cfg, run_dir) else None
-
-
-def unfinished_run(cfg):
-    """This row's ``last.pt`` when an earlier sweep was killed mid-row: resuming it ends bit-identical
-    on CPU, so a sweep of many hours can stop and go on across sessions. A run of other settings under
-    the same name is left alone (the new one goes to ``name-2``)."""
-    run_dir = Path(cfg.out_dir) / cfg.name
-    return run_dir / "last.pt" if _same_run(cfg, run_dir) else None
+    return (json.loads(done.read_text()), None) if done.exists() else (None, last)
 
 
 def run_one(spec: dict) -> dict:
@@ -157,7 +151,8 @@ def run_one(spec: dict) -> dict:
 
     cfg = make_config({**load_yaml(spec["recipe"]), **spec["overrides"]})
     start = time.perf_counter()
-    results = earlier_run(cfg) or train(cfg, progress=False, resume=unfinished_run(cfg))
+    results, resume = earlier_run(cfg)
+    results = results or train(cfg, progress=False, resume=resume)
     run_dir = Path(results["run_dir"])
     curve = [(int(r["epoch"]), float(r["test_recall@1"])) for r in _csv(run_dir / "metrics.csv") if r.get("test_recall@1")]
     test = {k: v for k, v in results["test"].items() if not k.startswith("cross/") or k.startswith("cross/mean/")}

@@ -41,11 +41,10 @@ def _query_model(query: Path):
     return ckpt, size, lambda images: module.run(query, spec, images), f"{query.name} ({module.RUNTIME})"
 
 
-EXPORTED_SUFFIXES = (".onnx", ".tflite", ".mlpackage", ".pte")
-
-
 def is_exported(path) -> bool:
-    return Path(path).suffix.lower() in EXPORTED_SUFFIXES
+    from .export.manifest import MODEL_SUFFIXES  # tested equal to the exporters' registered suffixes
+
+    return Path(path).suffix.lower() in MODEL_SUFFIXES
 
 
 def _embed_split(query: Path, data_spec: Optional[str], split: str, log):
