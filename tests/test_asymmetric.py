@@ -124,6 +124,48 @@ def test_eval_against_the_teacher_gallery_matches_training_and_the_exported_file
 
 
 @pytest.mark.slow
+def test_an_exported_file_is_evaluated_away_from_its_checkpoint(distilled, tmp_path):
+    """The file's embedded card carries its data set and index centre: a file handed over alone is
+    evaluated as in place. A query projection lives only in the checkpoint: then a missing or
+    changed checkpoint is refused in one line, and only for the asymmetric figures."""
+    shapes, teacher, run = distilled
+    centred = tmp_path / "centred"  # the teacher's size: no projection, a centre
+    run_cli("train", *tiny_train_args(shapes, centred, teacher=str(teacher), model="resnet18", distill="absolute:1:center=true",
+                                      **{"teacher-image-size": 32, "embedding-dim": 32}))
+    alone = tmp_path / "handed" / "over"  # not a sibling of the exports: their relative path to the checkpoint fails
+    alone.mkdir(parents=True)
+    for student, name in ((centred / "tiny" / "last.pt", "centred"), (run / "last.pt", "projected")):
+        run_cli("export", str(student), "--format", "onnx", "--out", str(tmp_path / name), "--parity-samples", "0", "--quiet")
+        (tmp_path / name / "student_float32.onnx").rename(alone / f"{name}.onnx")
+    in_place = evaluate_asymmetric(centred / "tiny" / "last.pt", str(teacher))
+    assert in_place["bridge"] == "centred gallery"
+    away = evaluate_asymmetric(alone / "centred.onnx", str(teacher))
+    assert away["bridge"] == "centred gallery"
+    for key in ("recall@1", "recall@4", "map@r"):
+        assert away["asymmetric"][key] == pytest.approx(in_place["asymmetric"][key], abs=1 / 24 + 1e-9)
+
+    proc = run_cli("eval", str(alone / "projected.onnx"), "--json", str(tmp_path / "sym.json"))
+    assert json.loads((tmp_path / "sym.json").read_text())["num_queries"] == 24
+    proc = run_cli("eval", str(alone / "projected.onnx"), "--gallery-model", str(teacher), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "projected.onnx maps its queries to the teacher's space with a (32, 16) projection that only its " \
+           "checkpoint holds, and" in proc.stderr and "is not there: put last.pt back at that path" in proc.stderr
+    # in place, but its checkpoint trained on since the export
+    (alone / "projected.onnx").rename(tmp_path / "projected" / "student_float32.onnx")
+    source = json.loads((tmp_path / "projected" / "model.json").read_text())["model"]["source_checkpoint"]
+    target = (tmp_path / "projected" / source["path"]).resolve()
+    assert target == (run / "last.pt").resolve()
+    original = target.read_bytes()
+    try:
+        ckpt = load_checkpoint(target)
+        torch.save({**ckpt, "epoch": ckpt["epoch"] + 1}, target)
+        with pytest.raises(ConfigError, match="has changed since the export"):
+            evaluate_asymmetric(tmp_path / "projected" / "student_float32.onnx", str(teacher))
+    finally:
+        target.write_bytes(original)
+
+
+@pytest.mark.slow
 def test_gallery_model_refusals_are_one_line(distilled, tmp_path):
     shapes, teacher, run = distilled
     other = tmp_path / "other"  # a second teacher of another size, which the student never met

@@ -64,6 +64,7 @@ def build_card(ckpt: Dict[str, Any], checkpoint: str | Path, out_dir: Optional[s
         "architecture": info["arch"],
         "embedding_dim": info["embedding_dim"],
         "image_size": info["image_size"],
+        "eval_resize": float(cfg.get("eval_resize", 1.0)),  # evaluation's short side = image_size x this
         "normalization": {
             "inside_graph": True,
             "mean": info["mean"],
