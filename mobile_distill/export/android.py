@@ -200,6 +200,7 @@ def write_golden(out: Path, image_paths: Sequence[str], specs: Sequence[InputSpe
             (out / f"image{i}_spec{j}.bin").write_bytes(to_input(small[..., ::-1] if swap_rb else small, spec))
         cases.append({"argb": f"image{i}.argb", "width": w, "height": h})
     rng = np.random.default_rng(seed)
+    orientations = _write_orientation_cases(out, rng)
     query = rng.normal(size=16).astype("<f4")
     gallery = rng.normal(size=(40, 16)).astype("<f4")
     gallery[7] = gallery[3]  # an exact tie: the lower index must come first
@@ -217,5 +218,30 @@ def write_golden(out: Path, image_paths: Sequence[str], specs: Sequence[InputSpe
     json.dump({"images": cases,
                "specs": [{"size": s.image_size, "layout": s.layout.upper(), "dtype": s.dtype.upper()} for s in specs],
                "retrieval": {"dim": 16, "count": 40, "k": 10, "top": order, "scores": [scores[k] for k in order]},
-               "result_contract": DEVICE_RESULT_FIELDS},
+               "orientations": orientations, "result_contract": DEVICE_RESULT_FIELDS},
               open(out / "golden.json", "w"), indent=1)
+
+
+def _write_orientation_cases(out: Path, rng) -> List[Dict]:
+    """A JPEG per EXIF orientation (1..8, a non-square image), its pixels as decoded and as PIL's
+    ``ImageOps.exif_transpose`` shows them (what the toolkit's loader embeds): ``Orientation.kt``
+    must read the tag and turn the decoded pixels into exactly those."""
+    from PIL import Image, ImageOps
+
+    def argb(img) -> np.ndarray:
+        rgb = np.asarray(img.convert("RGB")).astype(np.int64)
+        return (0xFF << 24) | (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+    cases = []
+    for n in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = n
+        Image.fromarray(rng.integers(0, 256, (3, 5, 3), dtype=np.uint8)).save(out / f"orient{n}.jpg", exif=exif)
+        with Image.open(out / f"orient{n}.jpg") as img:
+            img.load()
+            argb(img).astype("<u4").tofile(out / f"orient{n}_decoded.argb")
+            shown = ImageOps.exif_transpose(img)
+        argb(shown).astype("<u4").tofile(out / f"orient{n}_upright.argb")
+        cases.append({"jpeg": f"orient{n}.jpg", "orientation": n, "width": img.width, "height": img.height,
+                      "upright_width": shown.width, "upright_height": shown.height})
+    return cases

@@ -12,6 +12,7 @@ import android.widget.ImageView
 import android.widget.LinearLayout
 import android.widget.TextView
 import com.mobile_distill.core.Embedder
+import com.mobile_distill.core.Orientation
 import com.mobile_distill.core.Preprocess
 import java.io.File
 
@@ -60,11 +61,24 @@ class MainActivity : Activity() {
         super.onActivityResult(requestCode, resultCode, data)
         if (resultCode != RESULT_OK || data == null) return
         val bitmap: Bitmap? = when (requestCode) {
-            REQUEST_PICK -> data.data?.let { uri -> contentResolver.openInputStream(uri)?.use(BitmapFactory::decodeStream) }
+            REQUEST_PICK -> data.data?.let { uri -> contentResolver.openInputStream(uri)?.use { it.readBytes() } }?.let(::upright)
             REQUEST_CAPTURE -> data.extras?.get("data") as? Bitmap  // the camera app's thumbnail
             else -> null
         }
         if (bitmap != null) search(bitmap)
+    }
+
+    /** Decoded as the phone's gallery shows it: BitmapFactory ignores the EXIF orientation that
+     *  the toolkit's loader (and so the gallery's embeddings) applied. */
+    private fun upright(bytes: ByteArray): Bitmap? {
+        val bitmap = BitmapFactory.decodeByteArray(bytes, 0, bytes.size) ?: return null
+        val orientation = Orientation.fromJpeg(bytes)
+        if (orientation == Orientation.NORMAL) return bitmap
+        val w = bitmap.width
+        val h = bitmap.height
+        val turned = Orientation.upright(IntArray(w * h).also { bitmap.getPixels(it, 0, w, 0, 0, w, h) }, w, h, orientation)
+        bitmap.recycle()
+        return Bitmap.createBitmap(turned.argb, turned.width, turned.height, Bitmap.Config.ARGB_8888)
     }
 
     private fun search(bitmap: Bitmap) {

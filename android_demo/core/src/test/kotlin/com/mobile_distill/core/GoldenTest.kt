@@ -51,6 +51,26 @@ class GoldenTest {
     }
 
     @Test
+    fun photosTurnUprightAsPythonShowsThem() {
+        val cases = golden().getJSONArray("orientations")
+        assertEquals(8, cases.length())
+        fun pixels(name: String): IntArray {
+            val raw = ByteBuffer.wrap(File(dir, name).readBytes()).order(ByteOrder.LITTLE_ENDIAN)
+            return IntArray(raw.remaining() / 4) { raw.int }
+        }
+        for (i in 0 until cases.length()) {
+            val c = cases.getJSONObject(i)
+            val n = c.getInt("orientation")
+            assertEquals("EXIF orientation of ${c.getString("jpeg")}", n, Orientation.fromJpeg(File(dir, c.getString("jpeg")).readBytes()))
+            val up = Orientation.upright(pixels("orient${n}_decoded.argb"), c.getInt("width"), c.getInt("height"), n)
+            assertEquals("width, orientation $n", c.getInt("upright_width"), up.width)
+            assertEquals("height, orientation $n", c.getInt("upright_height"), up.height)
+            assertArrayEquals("pixels, orientation $n", pixels("orient${n}_upright.argb"), up.argb)
+        }
+        println("golden ran: photosTurnUprightAsPythonShowsThem (${cases.length()} orientations)")
+    }
+
+    @Test
     fun topKMatchesPythonExactly() {
         val r = golden().getJSONObject("retrieval")
         val dim = r.getInt("dim")
