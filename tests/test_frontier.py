@@ -66,3 +66,31 @@ def test_sweep_trains_exports_times_and_resumes(tmp_path):
     for wrong in (["--modes", "distiled"], ["--epochs-scale", "0.5"]):  # a typo; rows of another schedule
         with pytest.raises(SystemExit):
             frontier.main([*args, *wrong])
+
+
+def test_seeds_with_files_of_different_sizes_show_both_and_the_limit_holds_for_the_largest():
+    """Two seeds of one row can pass the gate differently (all-int8, or mixed with ops in float):
+    the table gives both sizes, and "under 5 MB" must hold for every seed's file."""
+    frontier = load_benchmark("frontier")
+
+    def run(seed, size_mb, recall, precision):
+        return {"row": "MobileNet-1.0, 64 px | distilled", "seed": seed, "params": 3.7e6, "image_size": 64, "epochs": 40,
+                "test": {"recall@1": recall, "asymmetric/recall@1": 0.3},
+                "int8": {"status": "passed", "size_bytes": int(size_mb * 1e6), "precision": precision,
+                         "recall@1": recall, "latency_ms": 0.4}}
+
+    state = {"data": "emoji", "teacher": {"arch": "efficientnet_lite0", "image_size": 112, "recall@1": 56.0},
+             "epochs_scale": 0.25, "latency_runs": 5, "cpu": "test CPU",
+             "runs": [run(0, 4.1, 0.57, "int8"), run(1, 5.2, 0.56, "int8, 3 ops float")]}
+    state["table"] = frontier.summarise(state)
+    (entry,) = state["table"]
+    assert (entry["int8_mb_min"], entry["int8_mb"]) == (4.1, 5.2)
+    assert entry["recall@1"] == [56.5, 0.71]
+    md = frontier.markdown(state)
+    assert "| 4.10–5.20 | int8; int8, 3 ops float |" in md and "56.5 ± 0.7" in md
+    assert md.rstrip().endswith("within 2 points of the teacher: none")  # 5.2 MB: not every seed's file is under 5
+    state["runs"][1]["int8"]["size_bytes"] = int(4.1e6)
+    state["table"] = frontier.summarise(state)
+    md = frontier.markdown(state)
+    assert "| 4.10 | int8; int8, 3 ops float |" in md
+    assert md.rstrip().endswith("teacher: MobileNet-1.0, 64 px | distilled")
