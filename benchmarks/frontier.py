@@ -128,7 +128,7 @@ def mean_std(values):
     values = [v for v in values if v is not None]
     if not values:
         return None
-    return [round(statistics.mean(values), 2), round(statistics.stdev(values), 2) if len(values) > 1 else 0.0]
+    return [round(statistics.mean(values), 2), round(statistics.stdev(values), 2) if len(values) > 1 else None]
 
 
 def summarise(state: dict) -> list:
@@ -147,7 +147,9 @@ def summarise(state: dict) -> list:
                       # the figure a size limit must hold for, the smallest shown beside it
                       "int8_mb": round(max(f["size_bytes"] for f in files) / 1e6, 2) if files else None,
                       "int8_mb_min": round(min(f["size_bytes"] for f in files) / 1e6, 2) if files else None,
-                      "int8_precision": sorted({f["precision"] for f in files}) or ["none passed"],
+                      "int8_precision": sorted({f["precision"] for f in files})
+                      + ([f"none passed ({len(rs) - len(files)} of {len(rs)} seeds)" if files else "none passed"]
+                         if len(files) < len(rs) else []),
                       "int8_recall@1": mean_std([100 * f["recall@1"] for f in files if "recall@1" in f]),
                       "latency_ms": mean_std([f.get("latency_ms") for f in files])})
     labels = [v[0] for v in STUDENTS.values()]
@@ -167,7 +169,7 @@ def markdown(state: dict) -> str:
         one = len(e["seeds"]) == 1  # no spread to show: "± 0.0" would claim one
 
         def fmt(v, digits=1):
-            return "–" if not v else f"{v[0]:.{digits}f}" + ("" if one else f" ± {v[1]:.{digits}f}")
+            return "–" if not v else f"{v[0]:.{digits}f}" + ("" if one or v[1] is None else f" ± {v[1]:.{digits}f}")
 
         size = f"{e['int8_mb']:.2f}" if e["int8_mb"] else "–"
         if e["int8_mb"] and e.get("int8_mb_min", e["int8_mb"]) != e["int8_mb"]:

@@ -94,3 +94,8 @@ def test_seeds_with_files_of_different_sizes_show_both_and_the_limit_holds_for_t
     md = frontier.markdown(state)
     assert "| 4.10 | int8; int8, 3 ops float |" in md
     assert md.rstrip().endswith("teacher: MobileNet-1.0, 64 px | distilled")
+    # one seed's file failed the gate: the column says so, and one file's figures claim no spread
+    state["runs"][1]["int8"] = {"status": "failed"}
+    state["table"] = frontier.summarise(state)
+    md = frontier.markdown(state)
+    assert "| 4.10 | int8; none passed (1 of 2 seeds) | 57.0 | 0.40 |" in md, md
