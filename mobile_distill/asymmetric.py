@@ -42,6 +42,13 @@ class Bridge:
         return ", ".join(p for p in parts if p) or "none"
 
 
+def bridge_from_index(index: Optional[Dict]) -> Bridge:
+    """The gallery side an exported model card records (``teacher_index``: the centre only; a query
+    projection stays in the checkpoint)."""
+    centre = (index or {}).get("gallery_centre")
+    return Bridge(centre=torch.tensor(centre, dtype=torch.float32) if centre is not None else None)
+
+
 def bridge_from_checkpoint(ckpt: Dict) -> Bridge:
     """The projection (of the first of ``absolute``, ``contrastive``, ``prototype`` that learnt one)
     and the absolute loss's centre from a student checkpoint (``objective`` holds the training

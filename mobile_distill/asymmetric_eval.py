@@ -14,7 +14,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from .asymmetric import Bridge, asymmetric_metrics, bridge_from_checkpoint
+from .asymmetric import Bridge, asymmetric_metrics, bridge_from_checkpoint, bridge_from_index
 from .errors import ConfigError
 from .evaluate import retrieval_metrics
 
@@ -55,8 +55,7 @@ def _bridge_of_file(query: Path, card: Dict) -> Bridge:
 
     index = card.get("teacher_index") or {}
     if not index.get("query_projection"):
-        centre = index.get("gallery_centre")
-        return Bridge(None, torch.tensor(centre, dtype=torch.float32) if centre is not None else None)
+        return bridge_from_index(index)
     source = card["source_checkpoint"]
     path = query.parent / source["path"]
     where = (f"{query.name} maps its queries to the teacher's space with a {tuple(index['query_projection'])} "

@@ -97,7 +97,7 @@ def teacher_embedder(export_dir: Path, card: Dict, spec: str):
     student's embedding, is scored against it by a plain cosine. Returns (embed, what, centred)."""
     import torch
 
-    from ..asymmetric import Bridge
+    from ..asymmetric import bridge_from_index
     from ..teacher_sources import TeacherOptions, load_teacher
     from .prepare import embed, load_images
 
@@ -106,14 +106,13 @@ def teacher_embedder(export_dir: Path, card: Dict, spec: str):
     model = card["model"]["teacher"]["path"] if spec == "teacher" else spec
     source = load_teacher(model, TeacherOptions())
     size = int(source.model.image_size)
-    centre = index.get("gallery_centre")
-    bridge = Bridge(centre=torch.tensor(centre) if centre is not None else None)
+    bridge = bridge_from_index(index)
 
     def rows(paths, dataset_name):
         images = load_images([(p, 0) for p in paths], size, dataset_name)
         return bridge.gallery(torch.from_numpy(embed(source.model, images))).numpy()
 
-    return rows, model, centre is not None
+    return rows, model, bridge.centre is not None
 
 
 def write_gallery(export_dir: Path, dest: Path, gallery: str, precision: str = "float32",
@@ -193,8 +192,7 @@ def write_golden(out: Path, image_paths: Sequence[str], specs: Sequence[InputSpe
     for i, path in enumerate(image_paths):
         rgb = load_rgb(path, dataset)
         h, w = rgb.shape[:2]
-        argb = (0xFF << 24) | (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-        argb.astype("<u4").tofile(out / f"image{i}.argb")
+        _argb(rgb).astype("<u4").tofile(out / f"image{i}.argb")
         for j, spec in enumerate(specs):
             small = box_resize(rgb, spec.image_size)
             (out / f"image{i}_spec{j}.bin").write_bytes(to_input(small[..., ::-1] if swap_rb else small, spec))
@@ -228,10 +226,6 @@ def _write_orientation_cases(out: Path, rng) -> List[Dict]:
     must read the tag and turn the decoded pixels into exactly those."""
     from PIL import Image, ImageOps
 
-    def argb(img) -> np.ndarray:
-        rgb = np.asarray(img.convert("RGB")).astype(np.int64)
-        return (0xFF << 24) | (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-
     cases = []
     for n in range(1, 9):
         exif = Image.Exif()
@@ -239,9 +233,15 @@ def _write_orientation_cases(out: Path, rng) -> List[Dict]:
         Image.fromarray(rng.integers(0, 256, (3, 5, 3), dtype=np.uint8)).save(out / f"orient{n}.jpg", exif=exif)
         with Image.open(out / f"orient{n}.jpg") as img:
             img.load()
-            argb(img).astype("<u4").tofile(out / f"orient{n}_decoded.argb")
+            _argb(np.asarray(img.convert("RGB"))).astype("<u4").tofile(out / f"orient{n}_decoded.argb")
             shown = ImageOps.exif_transpose(img)
-        argb(shown).astype("<u4").tofile(out / f"orient{n}_upright.argb")
+        _argb(np.asarray(shown.convert("RGB"))).astype("<u4").tofile(out / f"orient{n}_upright.argb")
         cases.append({"jpeg": f"orient{n}.jpg", "orientation": n, "width": img.width, "height": img.height,
                       "upright_width": shown.width, "upright_height": shown.height})
     return cases
+
+
+def _argb(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W) opaque ARGB, as Android's ``Bitmap.getPixels`` gives them."""
+    rgb = rgb.astype(np.int64)
+    return (0xFF << 24) | (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
