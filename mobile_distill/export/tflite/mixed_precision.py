@@ -32,6 +32,7 @@ RECIPES = {
 # (MSE) or by OCTAV's optimal clipping. Activation ranges are min-max for all three.
 CALIBRATIONS = {"minmax": "min_max_uniform_quantize", "mse": "MSE", "octav": "OCTAV"}
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+WEIGHT_OP_NAMES = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_2D_TRANSPOSE")  # ai-edge-quantizer's names
 
 
 @dataclass
@@ -123,16 +124,27 @@ def build_recipe(model: bytes, precision: str, calibration: str = "minmax", floa
         raise ValueError(f"no ai-edge-quantizer recipe for {precision!r}; choose from {', '.join(RECIPES)}")
     if calibration not in CALIBRATIONS:
         raise ValueError(f"unknown calibration {calibration!r}; choose from {', '.join(CALIBRATIONS)}")
-    algorithm = CALIBRATIONS[calibration]
     rm = recipe_manager.RecipeManager()
     scope = only.regex() if only is not None else ".*"
-    if precision in ("int8", "int16act"):
-        rm.add_static_config(scope, OpName.ALL_SUPPORTED, activation_num_bits=8 if precision == "int8" else 16,
-                             weight_num_bits=8, algorithm_key=algorithm)
-    elif precision == "dynamic_int8":
-        rm.add_dynamic_config(scope, OpName.ALL_SUPPORTED, num_bits=8, algorithm_key=algorithm)
+
+    def add(op_name, algorithm: str) -> None:
+        if precision in ("int8", "int16act"):
+            rm.add_static_config(scope, op_name, activation_num_bits=8 if precision == "int8" else 16,
+                                 weight_num_bits=8, algorithm_key=algorithm)
+        elif precision == "dynamic_int8":
+            rm.add_dynamic_config(scope, op_name, num_bits=8, algorithm_key=algorithm)
+        else:
+            rm.add_weight_only_config(scope, op_name, num_bits=8, algorithm_key=algorithm)
+
+    if calibration == "octav":
+        # ai-edge-quantizer's OCTAV clips symmetric tensors only, and refuses the constant operands of
+        # other ops (the input normalisation's mean and scale are asymmetric there): OCTAV clips the
+        # weight ops' weights, and every other op keeps min-max ranges.
+        add(OpName.ALL_SUPPORTED, CALIBRATIONS["minmax"])
+        for op_name in WEIGHT_OP_NAMES:
+            add(getattr(OpName, op_name), CALIBRATIONS["octav"])
     else:
-        rm.add_weight_only_config(scope, OpName.ALL_SUPPORTED, num_bits=8, algorithm_key=algorithm)
+        add(OpName.ALL_SUPPORTED, CALIBRATIONS[calibration])
     keep = io_boundary(model, list_ops(model)) + [op.regex() for op in float_ops]
     for regex in keep:
         rm.add_quantization_config(regex, OpName.ALL_SUPPORTED, None, "no_quantize")
