@@ -256,6 +256,8 @@ def main(argv=None):
     p.add_argument("--latency-runs", type=int, default=100)
     p.add_argument("--retime", action="store_true", help="time every file again, in one pass (a sweep run in "
                    "stages timed its files in several, each under that stage's load)")
+    p.add_argument("--reexport", action="store_true", help="export every row's int8 file again, then measure and "
+                   "time them all (rows whose files an older export code wrote: the table compares one export code)")
     p.add_argument("--out", help="the results JSON (default: benchmarks/results/frontier_<data name>.json)")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "frontier"))
     args = p.parse_args(argv)
@@ -289,6 +291,8 @@ def main(argv=None):
     os.chdir(ROOT)  # the rows' subprocesses resolve the repository-relative paths above from here
     print(f"{len(todo)} rows to train", flush=True)
     distill_table.run_specs(todo, state, out, args.jobs)
+    for run in state["runs"] if args.reexport else ():
+        run.pop("int8", None)
     for run in state["runs"]:  # export, then time every file in one pass
         if "int8" not in run:
             run["int8"] = export_int8(run, runs_dir)

@@ -63,6 +63,15 @@ def test_sweep_trains_exports_times_and_resumes(tmp_path):
     timed = [i for i, r in enumerate(retimed) if r["int8"]["status"] == "passed"]
     assert timed and all(retimed[i]["int8"]["latency_ms"] > 0 for i in timed)
     assert [retimed[i]["int8"]["latency_ms"] for i in timed] != [again["runs"][i]["int8"]["latency_ms"] for i in timed]
+    runs_dir = tmp_path / "runs"
+    exported = {r["id"]: (runs_dir / r["int8"]["export_dir"] / "export_report.json").stat().st_mtime_ns for r in retimed}
+    frontier.main([*args, "--reexport"])  # every file exported again (a newer export code), measured and timed
+    again_exported = json.loads(out.read_text())["runs"]
+    assert [r["test"] for r in again_exported] == [r["test"] for r in retimed]
+    assert all((runs_dir / r["int8"]["export_dir"] / "export_report.json").stat().st_mtime_ns > exported[r["id"]]
+               for r in again_exported)
+    assert [r["int8"]["status"] for r in again_exported] == [r["int8"]["status"] for r in retimed]
+    assert all(r["int8"]["latency_ms"] > 0 and "recall@1" in r["int8"] for r in again_exported if r["int8"]["status"] == "passed")
     for wrong in (["--modes", "distiled"], ["--epochs-scale", "0.5"]):  # a typo; rows of another schedule
         with pytest.raises(SystemExit):
             frontier.main([*args, *wrong])

@@ -182,6 +182,46 @@ def test_calibration_choices_and_int16_activations_convert_and_run(tiny, precisi
     assert torch.nn.functional.cosine_similarity(torch.from_numpy(out), ref).min() > 0.95
 
 
+def _float_weight_ops(model: bytes) -> set:
+    """The weight ops of a TFLite file whose weights stay float32 (TensorType 0)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from mobile_distill.export.tflite import mixed_precision as mp
+
+    sg = flatbuffer_utils.read_model_from_bytearray(bytearray(model)).subgraphs[0]
+    return {op.label for op, raw in zip(mp.list_ops(model), sg.operators)
+            if op.type in mp.WEIGHT_OPS and sg.tensors[raw.inputs[1]].type == 0}
+
+
+@pytest.mark.slow
+def test_the_search_quantises_again_a_big_op_that_later_float_ops_made_unnecessary(tiny):
+    """Forward selection keeps the head (ranked first) until the op that matters is float too; the
+    pruning pass then quantises the head again, since the file passes without it."""
+    from mobile_distill.export.prepare import ExportModule, InputSpec
+    from mobile_distill.export.tflite import converter as tflite
+    from mobile_distill.export.tflite import mixed_precision as mp
+
+    net = model_from_checkpoint(load_checkpoint(tiny["ckpt"])).eval()
+    spec = InputSpec(32, "nhwc")
+    q = mp.Quantiser(tflite._convert_float(ExportModule(net, spec), spec), spec, None, "dynamic_int8")
+    weights = q.weight_ops()
+    total = sum(op.params for op in weights)
+    head = max(weights, key=lambda op: op.params)
+    needed, other = [op for op in weights if op is not head and op.params >= 0.01 * total][:2]
+    assert head.params >= 0.01 * total
+
+    def passes(model: bytes) -> bool:  # a gate that only the float `needed` op satisfies
+        return needed.label in _float_weight_ops(model)
+
+    found = mp.search(q, [head, other, needed], passes)
+    assert [op.label for op in found["float_ops"]] == [needed.label]
+    assert _float_weight_ops(found["model"]) == {needed.label}
+    assert [t["passed"] for t in found["tried"][:3]] == [False, False, True]
+    assert found["tried"][3]["requantised"] == head.label  # the biggest first
+    assert {t["requantised"]: t["passed"] for t in found["tried"][3:]} == {head.label: True, other.label: True,
+                                                                           needed.label: False}
+
+
 @pytest.mark.slow
 def test_unknown_calibration_is_a_clear_error(tiny):
     from mobile_distill.export import ExportError

@@ -136,7 +136,8 @@ def convert_mixed(module, spec, precision: str, path: Path, metadata: str, calib
                   probe: np.ndarray, probe_reference: np.ndarray, passes, calibration: str = "minmax",
                   log=lambda _: None) -> Dict:
     """Rank the weight ops by how much quantising each alone moves the embeddings of the ``probe``
-    images, then keep the fewest most sensitive ones in float until ``passes(model_bytes)``.
+    images, then keep the fewest most sensitive ones in float until ``passes(model_bytes)`` (and
+    quantise the big ones again where the file passes without them).
     Writes ``path`` only when a mix passes; the details say what was tried either way."""
     from . import mixed_precision as mp
 

@@ -273,8 +273,27 @@ def search(q: Quantiser, ranked: Sequence[Op], passes: Callable[[bytes], bool], 
         tried.append({"float_ops": k, "float_weight_fraction": fraction, "passed": ok})
         log(f"mixed precision: {k} op(s) in float ({100 * fraction:.2f} % of weights): {'passes' if ok else 'fails'}")
         if ok:
+            model, kept = prune(q, model, kept, passes, total, tried, log)
             return {"model": model, "float_ops": kept, "tried": tried, "search_s": time.perf_counter() - start}
     return {"model": None, "float_ops": [], "tried": tried, "search_s": time.perf_counter() - start}
+
+
+def prune(q: Quantiser, model: bytes, kept: List[Op], passes: Callable[[bytes], bool], total: int,
+          tried: List[Dict], log: Callable[[str], None], min_share: float = 0.01):
+    """The ranking adds ops one at a time, so an op added early (a big head) may no longer be needed
+    once later ones are float: each kept op holding at least ``min_share`` of the weights, biggest
+    first, is quantised again wherever the file still passes. Returns the smaller file and its ops."""
+    for op in sorted((o for o in kept if o.params >= min_share * total), key=lambda o: -o.params):
+        trial = [o for o in kept if o is not op]
+        candidate = q.quantise(float_ops=trial)
+        ok = passes(candidate)
+        fraction = sum(o.params for o in trial) / total
+        tried.append({"float_ops": len(trial), "float_weight_fraction": fraction, "passed": ok, "requantised": op.label})
+        log(f"mixed precision: {op.label} quantised again ({100 * fraction:.2f} % of weights in float): "
+            f"{'passes, kept int8' if ok else 'fails, stays float'}")
+        if ok:
+            model, kept = candidate, trial
+    return model, kept
 
 
 def recipe_record(q: Quantiser, float_ops: Sequence[Op]) -> Dict:
