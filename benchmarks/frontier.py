@@ -209,6 +209,7 @@ def plot(state: dict, path: Path) -> None:
         ax.set_ylabel("test Recall@1 (%)")
     handles = [plt.Line2D([], [], color=f"C{i}", marker="o", ls="", label=v[0]) for i, v in enumerate(STUDENTS.values())]
     handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=mode) for mode, m in markers.items()]
+    handles.append(plt.Line2D([], [], color="grey", ls="--", label=f"teacher ({state['teacher']['recall@1']:.1f})"))
     axes[1].legend(handles=handles, fontsize=7, loc="lower right")
     fig.suptitle(f"Students on {state['data']} (seeds {', '.join(map(str, state['seeds']))})")
     fig.tight_layout()
