@@ -121,6 +121,8 @@ def test_mixed_precision_keeps_the_outlier_path_float_and_passes(mixed):
     top3 = {r["layer"] for r in row["details"]["sensitivity"][:3]}
     assert "head" in top3 and "backbone.4.1.conv2" in top3, row["details"]["sensitivity"][:3]
     assert row["details"]["mixed_search"] and row["post_training"]["failures"]
+    # PT2E's file failed; ai-edge-quantizer's all-int8 file is tried first, and fails on the outlier too
+    assert row["details"]["mixed_search"][0] == {"float_ops": 0, "float_weight_fraction": 0.0, "passed": False}
     assert row["status"] == "passed" or any(f.startswith(("mixed precision", "asymmetric", "Recall", "top-1"))
                                             for f in row["failures"])
 
@@ -220,6 +222,32 @@ def test_the_search_quantises_again_a_big_op_that_later_float_ops_made_unnecessa
     assert found["tried"][3]["requantised"] == head.label  # the biggest first
     assert {t["requantised"]: t["passed"] for t in found["tried"][3:]} == {head.label: True, other.label: True,
                                                                            needed.label: False}
+
+
+@pytest.mark.slow
+def test_a_failed_pt2e_int8_file_is_first_retried_as_ai_edge_quantizers_all_int8_file(tiny, tmp_path):
+    """Static int8 with min-max comes from litert-torch's PT2E; when it fails, ai-edge-quantizer's own
+    all-int8 file is another file, tried before the sensitivity ranking: where it passes, no op is
+    kept float and no ranking is spent."""
+    from mobile_distill.export.prepare import ExportModule, InputSpec
+    from mobile_distill.export.tflite import converter as tflite
+
+    net = model_from_checkpoint(load_checkpoint(tiny["ckpt"])).eval()
+    spec = InputSpec(32, "nhwc")
+    images = (torch.rand(8, 32, 32, 3) * 255).to(torch.uint8).numpy()
+    checked = []
+
+    def passes(model: bytes) -> bool:  # a gate that takes only a file with every weight op int8
+        checked.append(_float_weight_ops(model))
+        return not checked[-1]
+
+    details = tflite.convert_mixed(ExportModule(net, spec), spec, "int8", tmp_path / "m.tflite", "{}", images,
+                                   images, None, passes)
+    assert checked == [set()] and details["sensitivity"] == []
+    assert details["mixed_search"] == [{"float_ops": 0, "float_weight_fraction": 0.0, "passed": True}]
+    q = details["quantization"]
+    assert q["quantizer"] == "ai-edge-quantizer" and q["float_ops"] == []
+    assert not _float_weight_ops((tmp_path / "m.tflite").read_bytes())
 
 
 @pytest.mark.slow

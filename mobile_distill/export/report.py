@@ -56,9 +56,10 @@ def format_report(report: Dict) -> str:
         if mixed and r["status"] == "passed":
             kept = r["details"]["quantization"]["float_ops"]
             final = [m for m in mixed if m["passed"]][-1]  # the kept set changes only on a passing try
-            notes.append(f"  {tag}: the all-quantised file failed; mixed precision keeps {len(kept)} op(s) in float "
-                         f"({100 * final['float_weight_fraction']:.2f} % of the weights; chosen on "
-                         f"{r['details']['probe']}; recipe in model.json)")
+            mix = (f"mixed precision keeps {len(kept)} op(s) in float ({100 * final['float_weight_fraction']:.2f} % "
+                   "of the weights; chosen on" if kept else "ai-edge-quantizer's all-int8 file (its own min-max "
+                   "ranges) passes (checked on")
+            notes.append(f"  {tag}: the all-quantised file failed; {mix} {r['details']['probe']}; recipe in model.json)")
         quantization = (r.get("details") or {}).get("quantization") or {}
         if "quantisation-aware" in quantization.get("config", ""):
             kept = quantization.get("float_modules") or []
