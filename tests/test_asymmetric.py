@@ -255,6 +255,24 @@ def test_export_of_a_compatible_student_gates_its_search_of_the_teacher_gallery(
 
 
 @pytest.mark.slow
+def test_the_mixed_precision_search_of_a_compatible_student_is_gated_on_the_teachers_gallery(compatible, tmp_path):
+    """The final gate checks the drop against the teacher's gallery, so the search that picks the
+    mix does too, on its own images embedded by the teacher (here no file can pass: a Recall@1 drop
+    of -1000 points is asked for, so the search runs to its end)."""
+    from mobile_distill.export import export
+    from mobile_distill.export.config import Thresholds
+
+    teacher, student = compatible
+    report = export(student, formats=["tflite"], precisions={"tflite": ["int8"]}, out_dir=tmp_path / "x",
+                    parity_samples=16, calib_samples=16, thresholds=Thresholds(int8_recall_drop=-1000.0),
+                    raise_on_failure=False)
+    row = report["rows"][0]
+    assert row["status"] == "failed" and row["details"].get("mixed_search"), (row["status"], row["failures"])
+    assert row["details"]["probe"].endswith("(and the teacher's gallery of them)"), row["details"]["probe"]
+    assert not any("search failed" in f for f in row["failures"]), row["failures"]  # it ran, and found nothing
+
+
+@pytest.mark.slow
 def test_a_compatible_student_without_its_teacher_is_refused_before_anything_is_written(compatible, tmp_path):
     teacher, student = compatible
     moved = tmp_path / "elsewhere.pt"

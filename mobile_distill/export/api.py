@@ -101,6 +101,9 @@ def _export(checkpoint, c: ExportConfig, model, weights, contract, log) -> Dict:
     if server is not None:  # also refuses, before anything is written, sizes no recorded projection joins
         server_r1 = server.recall_at_1(reference, labels)
         log(f"PyTorch's queries against {server.name}'s gallery: Recall@1 {server_r1:.2f} (each file is gated on its drop)")
+        if probe is not None:
+            probe.server_for = lambda samples: server_mod.server_gallery(ckpt, server_spec, samples, dataset.name, log,
+                                                                         "the mixed-precision search's")
 
     if model is not None:  # OUT/source/NAME.pt: verify and bench rebuild the model from it
         from ..checkpoint import save_checkpoint
@@ -276,12 +279,14 @@ def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, ca
     def passes(model: bytes) -> bool:
         from .tflite.mixed_precision import embed
 
-        return gate(probe.reference, embed(model, spec, probe.images), probe.labels, precision, strict).passed
+        return gate(probe.reference, embed(model, spec, probe.images), probe.labels, precision, strict,
+                    probe.server).passed
 
     details = module.convert_mixed(wrapped, spec, precision, staging, embedded_document(card, row), calib,
                                    probe.images, probe.reference, passes, calibration, log)
     row["details"] = {**row["details"], **details, "mixed_precision": True,
-                      "probe": f"{len(probe.images)} images of {probe.source}"}
+                      "probe": f"{len(probe.images)} images of {probe.source}"
+                               + (" (and the teacher's gallery of them)" if probe.server is not None else "")}
     if not staging.exists():
         row["failures"] = row["failures"] + [
             f"mixed precision: no mix with at most half the weights in float passed the gate (at half its "

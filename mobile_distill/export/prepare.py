@@ -153,8 +153,11 @@ class Probe:
     def __init__(self, net, dataset, size, resize, n, seed, exclude=()):
         self._args = (net, dataset, size, resize, n, seed)
         self._exclude = {y for _, y in exclude}
-        self.images = self.labels = self.reference = None
+        self.images = self.labels = self.reference = self.server = None
         self.source = ""
+        # a compatible student's search is gated on the teacher's gallery too: its embeddings of the
+        # probe's images (set by export when the gate has a server gallery)
+        self.server_for = None
 
     def load(self) -> "Probe":
         if self.images is None:
@@ -168,6 +171,7 @@ class Probe:
             self.images = load_images(samples, size, dataset.name, resize)
             self.labels = np.array([y for _, y in samples])
             self.reference = embed(net, self.images)
+            self.server = self.server_for(samples) if self.server_for else None
         return self
 
 

@@ -41,13 +41,14 @@ def wanted(ckpt: Dict, option: str) -> Optional[str]:
     return spec
 
 
-def server_gallery(ckpt: Dict, spec: str, samples: Sequence, dataset_name: str, log=lambda _: None) -> ServerGallery:
+def server_gallery(ckpt: Dict, spec: str, samples: Sequence, dataset_name: str, log=lambda _: None,
+                   whose: str = "the gate's") -> ServerGallery:
     """The gate's images embedded by ``spec`` at its own size, with the bridge the student's
     checkpoint records (projection of the queries, centre of the gallery)."""
     cfg = ckpt.get("config", {})
     source = load_teacher(spec, TeacherOptions(weights=cfg.get("teacher_weights", "") if spec == cfg.get("teacher")
                                                else ""))
     size = int(source.model.image_size)
-    log(f"embedding the gate's {len(samples)} images with {spec} at {size} px (the server's index: compatible student)")
+    log(f"embedding {whose} {len(samples)} images with {spec} at {size} px (the server's index: compatible student)")
     gallery = torch.from_numpy(embed(source.model, load_images(samples, size, dataset_name)))
     return ServerGallery(gallery, bridge_from_checkpoint(ckpt), spec)
