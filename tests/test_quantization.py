@@ -108,7 +108,13 @@ def test_mixed_precision_keeps_the_outlier_path_float_and_passes(mixed):
     assert row["details"]["mixed_search"] == [{"float_ops": 1, "float_weight_fraction": pytest.approx(32 * 512 / 11.2e6, rel=0.1),
                                                "passed": True}]
     assert row["details"]["probe"] == "16 images of test classes outside the gate's"
+    assert row["details"]["gate_refusals"] == 0
     assert row["size_bytes"] < 0.5 * f32 and (out / row["file"]).is_file()
+    from mobile_distill.export.report import format_report
+
+    share = 100 * row["details"]["float_weight_fraction"]
+    assert f"dynamic_int8: the all-quantised file failed; mixed precision keeps 1 op(s) in float ({share:.2f} % of the " \
+           "weights; chosen on 16 images of test classes outside the gate's; recipe in model.json)" in format_report(report)
     # the recipe that rebuilds the file is in model.json
     card = json.loads((out / "model.json").read_text())
     mixed = next(a for a in card["artifacts"] if a["precision"] == "dynamic_int8")
@@ -195,10 +201,9 @@ def _float_weight_ops(model: bytes) -> set:
             if op.type in mp.WEIGHT_OPS and sg.tensors[raw.inputs[1]].type == 0}
 
 
-@pytest.mark.slow
-def test_the_search_quantises_again_a_big_op_that_later_float_ops_made_unnecessary(tiny):
-    """Forward selection keeps the head (ranked first) until the op that matters is float too; the
-    pruning pass then quantises the head again, since the file passes without it."""
+def _three_weight_ops(tiny):
+    """The tiny model's dynamic-int8 quantiser, its weight count, and three weight ops holding at
+    least 1 % of the weights each: the biggest (the head), and two others."""
     from mobile_distill.export.prepare import ExportModule, InputSpec
     from mobile_distill.export.tflite import converter as tflite
     from mobile_distill.export.tflite import mixed_precision as mp
@@ -211,6 +216,14 @@ def test_the_search_quantises_again_a_big_op_that_later_float_ops_made_unnecessa
     head = max(weights, key=lambda op: op.params)
     needed, other = [op for op in weights if op is not head and op.params >= 0.01 * total][:2]
     assert head.params >= 0.01 * total
+    return mp, q, total, head, needed, other
+
+
+@pytest.mark.slow
+def test_the_search_quantises_again_a_big_op_that_later_float_ops_made_unnecessary(tiny):
+    """Forward selection keeps the head (ranked first) until the op that matters is float too; the
+    pruning pass then quantises the head again, since the file passes without it."""
+    mp, q, total, head, needed, other = _three_weight_ops(tiny)
 
     def passes(model: bytes) -> bool:  # a gate that only the float `needed` op satisfies
         return needed.label in _float_weight_ops(model)
@@ -222,6 +235,62 @@ def test_the_search_quantises_again_a_big_op_that_later_float_ops_made_unnecessa
     assert found["tried"][3]["requantised"] == head.label  # the biggest first
     assert {t["requantised"]: t["passed"] for t in found["tried"][3:]} == {head.label: True, other.label: True,
                                                                            needed.label: False}
+
+
+@pytest.mark.slow
+def test_a_mix_the_final_gate_refuses_sends_the_search_on(tiny):
+    """The search picks its mix on other images than the gate's: where the gate refuses the pruned
+    mix, the mix before pruning is gated next, and with every mix refused the search stops after
+    ``max_refusals`` of them instead of gating mix after mix on the gate's own images."""
+    mp, q, total, head, needed, other = _three_weight_ops(tiny)
+    gated = []
+
+    def passes(model: bytes) -> bool:  # the search's images: the float `needed` op is enough
+        return needed.label in _float_weight_ops(model)
+
+    def accept(model: bytes, ops) -> bool:  # the gate's images: `other` must be float too
+        gated.append(_float_weight_ops(model))
+        return other.label in gated[-1]
+
+    found = mp.search(q, [head, other, needed], passes, accept=accept)
+    assert gated == [{needed.label}, {head.label, other.label, needed.label}]
+    assert [op.label for op in found["float_ops"]] == [head.label, other.label, needed.label]
+    assert _float_weight_ops(found["model"]) == set(gated[-1]) and found["refusals"] == 1
+    assert [t for t in found["tried"] if t.get("gate")] == [
+        {"float_ops": 1, "float_weight_fraction": pytest.approx(needed.params / total), "passed": False, "gate": "refused"}]
+
+    gated.clear()
+    never = mp.search(q, [head, other, needed], passes, accept=lambda m, ops: gated.append(ops) and False,
+                      max_refusals=2)
+    assert never["model"] is None and never["refusals"] == 2 and len(gated) == 2
+
+
+@pytest.mark.slow
+def test_the_all_int8_file_the_gate_refuses_is_not_gated_again(tiny, tmp_path):
+    """Where ai-edge-quantizer's all-int8 file passes the search's images but not the gate, the ranked
+    search goes on, and a pruned mix that comes back to every op int8 is not gated a second time."""
+    from mobile_distill.export.prepare import ExportModule, InputSpec
+    from mobile_distill.export.tflite import converter as tflite
+
+    net = model_from_checkpoint(load_checkpoint(tiny["ckpt"])).eval()
+    spec = InputSpec(32, "nhwc")
+    images = (torch.rand(8, 32, 32, 3) * 255).to(torch.uint8).numpy()
+    path, gated = tmp_path / "m.tflite", []
+
+    def confirm() -> bool:  # the gate refuses a file with every weight op int8
+        gated.append(_float_weight_ops(path.read_bytes()))
+        return bool(gated[-1])
+
+    with torch.no_grad():
+        reference = net(torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)).numpy()
+    details = tflite.convert_mixed(ExportModule(net, spec), spec, "int8", path, "{}", images, images, reference,
+                                   lambda model: True, confirm=confirm)
+    assert gated[0] == set() and all(gated[1:]) and len(gated) == 2, gated
+    assert details["mixed_search"][:2] == [{"float_ops": 0, "float_weight_fraction": 0.0, "passed": True},
+                                           {"float_ops": 0, "float_weight_fraction": 0.0, "passed": False,
+                                            "gate": "refused"}]
+    assert details["gate_refusals"] == 1 and len(details["quantization"]["float_ops"]) == 1
+    assert _float_weight_ops(path.read_bytes()) == gated[-1]
 
 
 @pytest.mark.slow

@@ -266,8 +266,8 @@ def _export_one(job: _Job, module, fmt: str, precision: str, wrapped, spec: Inpu
 def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, calibration, probe, net,
                  images, labels, reference, thresholds, log, stage, server=None) -> None:
     """The all-quantised file failed: keep its figures as ``post_training`` and search for the
-    fewest float ops whose file passes the gate at half its allowed loss on training images, then
-    gate that on the test images."""
+    fewest float ops whose file passes the gate at half its allowed loss on the probe's images; the
+    gate on the test images then takes it, or sends the search on to more float ops."""
     row["post_training"] = {"parity": row["parity"], "failures": row["failures"],
                             "quantization": row["details"].get("quantization")}
     log(f"{row['format']} {precision}: failed the gate; searching for a mixed-precision file")
@@ -282,18 +282,23 @@ def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, ca
         return gate(probe.reference, embed(model, spec, probe.images), probe.labels, precision, strict,
                     probe.server).passed
 
+    def confirm() -> bool:  # the gate on the test images, of the mix written at staging
+        check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage, server)
+        stage["name"] = "mixed-precision search"
+        return not row["failures"]
+
     details = module.convert_mixed(wrapped, spec, precision, staging, embedded_document(card, row), calib,
-                                   probe.images, probe.reference, passes, calibration, log)
+                                   probe.images, probe.reference, passes, calibration, log, confirm)
     row["details"] = {**row["details"], **details, "mixed_precision": True,
                       "probe": f"{len(probe.images)} images of {probe.source}"
                                + (" (and the teacher's gallery of them)" if probe.server is not None else "")}
     if not staging.exists():
-        row["failures"] = row["failures"] + [
+        refused = details.get("gate_refusals", 0)
+        last = f"; the last one: {row['failures'][-1]}" if refused and row["failures"] else ""
+        row["failures"] = [
             f"mixed precision: no mix with at most half the weights in float passed the gate (at half its "
-            f"allowed loss) on "
-            f"{len(probe.images)} training images (tried {len(details['mixed_search'])})"]
-        return
-    check_file(row, module, staging, net, spec, precision, images, labels, reference, thresholds, stage, server)
+            f"allowed loss) on {len(probe.images)} {probe.source} images and then the gate itself (tried "
+            f"{len(details['mixed_search'])}; the gate refused {refused} that passed the search{last})"]
 
 
 def _size(path: Path) -> int:

@@ -55,11 +55,14 @@ def format_report(report: Dict) -> str:
         mixed = (r.get("details") or {}).get("mixed_search")
         if mixed and r["status"] == "passed":
             kept = r["details"]["quantization"]["float_ops"]
-            final = [m for m in mixed if m["passed"]][-1]  # the kept set changes only on a passing try
-            mix = (f"mixed precision keeps {len(kept)} op(s) in float ({100 * final['float_weight_fraction']:.2f} % "
+            mix = (f"mixed precision keeps {len(kept)} op(s) in float "
+                   f"({100 * r['details'].get('float_weight_fraction', 0.0):.2f} % "
                    "of the weights; chosen on" if kept else "ai-edge-quantizer's all-int8 file (its own min-max "
                    "ranges) passes (checked on")
-            notes.append(f"  {tag}: the all-quantised file failed; {mix} {r['details']['probe']}; recipe in model.json)")
+            refused = r["details"].get("gate_refusals")
+            again = f", after the gate refused {refused} mix(es) that passed there" if refused else ""
+            notes.append(f"  {tag}: the all-quantised file failed; {mix} {r['details']['probe']}{again}; "
+                         "recipe in model.json)")
         quantization = (r.get("details") or {}).get("quantization") or {}
         if "quantisation-aware" in quantization.get("config", ""):
             kept = quantization.get("float_modules") or []

@@ -135,37 +135,57 @@ def convert(module, spec, precision: str, path: Path, metadata: str, calib: Opti
 
 def convert_mixed(module, spec, precision: str, path: Path, metadata: str, calib: Optional[np.ndarray],
                   probe: np.ndarray, probe_reference: np.ndarray, passes, calibration: str = "minmax",
-                  log=lambda _: None) -> Dict:
+                  log=lambda _: None, confirm=None) -> Dict:
     """Rank the weight ops by how much quantising each alone moves the embeddings of the ``probe``
     images, then keep the fewest most sensitive ones in float until ``passes(model_bytes)`` (and
-    quantise the big ones again where the file passes without them).
-    Writes ``path`` only when a mix passes; the details say what was tried either way."""
+    quantise the big ones again where the file passes without them). ``confirm()`` is the final
+    gate on the file written at ``path``: where it refuses, the search goes on (a few times at most).
+    Leaves ``path`` only when a mix passes; the details say what was tried either way."""
     from . import mixed_precision as mp
 
     q = mp.Quantiser(_convert_float(module, spec), spec, calib, precision, calibration)
-    tried, first_s = [], 0.0
+    written: Dict = {}
+
+    def accept(model: bytes, float_ops) -> bool:
+        written.clear()
+        written.update(_write(model, metadata, path))
+        if confirm is None or confirm():
+            return True
+        Path(path).unlink()
+        return False
+
+    tried, first_s, refused = [], 0.0, []
     if precision == "int8" and calibration == "minmax":
         # the file that failed was litert-torch PT2E's (histogram observers); ai-edge-quantizer's own
         # min-max ranges with every op int8 are a different file, tried before any op is kept float
         start = time.perf_counter()
         model = q.quantise()
         tried.append({"float_ops": 0, "float_weight_fraction": 0.0, "passed": passes(model)})
-        first_s = time.perf_counter() - start
         log(f"mixed precision: ai-edge-quantizer's all-int8 file: {'passes' if tried[0]['passed'] else 'fails'}")
         if tried[0]["passed"]:
-            details = {"sensitivity": [], "mixed_search": tried, "mixed_search_s": round(first_s, 1),
-                       "quantization": mp.recipe_record(q, [])}
-            return {**_write(model, metadata, path), **details}
+            if accept(model, []):
+                details = {"sensitivity": [], "mixed_search": tried, "quantization": mp.recipe_record(q, []),
+                           "mixed_search_s": round(time.perf_counter() - start, 1), "gate_refusals": 0,
+                           "float_weight_fraction": 0.0}
+                return {**written, **details}
+            refused.append(frozenset())
+            tried.append({"float_ops": 0, "float_weight_fraction": 0.0, "passed": False, "gate": "refused"})
+            log("mixed precision: the gate refuses ai-edge-quantizer's all-int8 file")
+        first_s = time.perf_counter() - start
     log(f"tflite {precision}: measuring each op's sensitivity on {len(probe)} images")
     ranking = mp.sensitivity(q, probe, probe_reference, log)
     by_index = {op.index: op for op in q.ops}
-    found = mp.search(q, [by_index[r["index"]] for r in ranking], passes, log=log)
+    found = mp.search(q, [by_index[r["index"]] for r in ranking], passes, log=log, accept=accept,
+                      refused=refused)
     details = {"sensitivity": ranking[:10], "mixed_search": tried + found["tried"],
-               "mixed_search_s": round(first_s + found["search_s"], 1)}  # the tries, not the ranking
+               "mixed_search_s": round(first_s + found["search_s"], 1),  # the tries, not the ranking
+               "gate_refusals": found["refusals"]}
     if found["model"] is None:
         return details
     details["quantization"] = mp.recipe_record(q, found["float_ops"])
-    return {**_write(found["model"], metadata, path), **details}
+    total = sum(op.params for op in q.weight_ops()) or 1
+    details["float_weight_fraction"] = sum(op.params for op in found["float_ops"]) / total
+    return {**written, **details}
 
 
 def _write(model: bytes, metadata: str, path: Path) -> Dict:

@@ -32,6 +32,10 @@ RECIPES = {
 # (MSE) or by OCTAV's optimal clipping. Activation ranges are min-max for all three.
 CALIBRATIONS = {"minmax": "min_max_uniform_quantize", "mse": "MSE", "octav": "OCTAV"}
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+# a mix that passes on the search's images but fails the final gate sends the search on; after this
+# many the search stops, since choosing among more mixes on the gate's own images would make the
+# gate's figures a selection rather than a check
+MAX_GATE_REFUSALS = 3
 WEIGHT_OP_NAMES = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_2D_TRANSPOSE")  # ai-edge-quantizer's names
 
 
@@ -254,15 +258,25 @@ def layer_errors(q: Quantiser, images: np.ndarray) -> Dict[str, Dict[str, float]
 
 
 def search(q: Quantiser, ranked: Sequence[Op], passes: Callable[[bytes], bool], max_float_fraction: float = 0.5,
-           log: Callable[[str], None] = lambda _: None) -> Dict:
+           log: Callable[[str], None] = lambda _: None, accept: Optional[Callable[[bytes, List[Op]], bool]] = None,
+           max_refusals: int = MAX_GATE_REFUSALS, refused: Sequence[frozenset] = ()) -> Dict:
     """The fewest of the ``ranked`` ops (most sensitive first) kept float so that ``passes``.
 
     Tries k = 1, 2, 3, ... of the ranking; stops at the first passing k, or when the float ops would
     hold more than ``max_float_fraction`` of the weights (the file would no longer be an int8 file).
+    ``accept`` is the final gate on other images: a mix it refuses (the pruned one, then the one
+    before pruning) sends the search on to k + 1, until ``max_refusals`` mixes (counting the sets of
+    op indices in ``refused``, refused before the search) have been refused.
     """
     total = sum(op.params for op in q.weight_ops()) or 1
-    tried = []
+    tried: List[Dict] = []
+    refused = set(refused)
     start = time.perf_counter()
+
+    def result(model, kept):
+        return {"model": model, "float_ops": kept, "tried": tried, "search_s": time.perf_counter() - start,
+                "refusals": len(refused)}
+
     for k in range(1, len(ranked) + 1):
         kept = list(ranked[:k])
         fraction = sum(op.params for op in kept) / total
@@ -272,10 +286,21 @@ def search(q: Quantiser, ranked: Sequence[Op], passes: Callable[[bytes], bool], 
         ok = passes(model)
         tried.append({"float_ops": k, "float_weight_fraction": fraction, "passed": ok})
         log(f"mixed precision: {k} op(s) in float ({100 * fraction:.2f} % of weights): {'passes' if ok else 'fails'}")
-        if ok:
-            model, kept = prune(q, model, kept, passes, total, tried, log)
-            return {"model": model, "float_ops": kept, "tried": tried, "search_s": time.perf_counter() - start}
-    return {"model": None, "float_ops": [], "tried": tried, "search_s": time.perf_counter() - start}
+        if not ok:
+            continue
+        for candidate, ops in (prune(q, model, kept, passes, total, tried, log), (model, kept)):
+            key = frozenset(op.index for op in ops)
+            if key in refused:
+                continue
+            if accept is None or accept(candidate, ops):
+                return result(candidate, ops)
+            refused.add(key)
+            share = sum(op.params for op in ops) / total
+            tried.append({"float_ops": len(ops), "float_weight_fraction": share, "passed": False, "gate": "refused"})
+            log(f"mixed precision: the gate refuses the mix of {len(ops)} float op(s) ({100 * share:.2f} % of weights)")
+            if len(refused) >= max_refusals:
+                return result(None, [])
+    return result(None, [])
 
 
 def prune(q: Quantiser, model: bytes, kept: List[Op], passes: Callable[[bytes], bool], total: int,
