@@ -270,6 +270,9 @@ def test_the_mixed_precision_search_of_a_compatible_student_is_gated_on_the_teac
     assert row["status"] == "failed" and row["details"].get("mixed_search"), (row["status"], row["failures"])
     assert row["details"]["probe"].endswith("(and the teacher's gallery of them)"), row["details"]["probe"]
     assert not any("search failed" in f for f in row["failures"]), row["failures"]  # it ran, and found nothing
+    assert row["failures"] == [f"mixed precision: no mix with at most half the weights in float passed the gate (at half "
+                               f"its allowed loss) on {row['details']['probe'].split(' (')[0]} and then the gate itself "
+                               f"(tried {len(row['details']['mixed_search'])}; the gate refused 0 that passed the search)"]
 
 
 @pytest.mark.slow

@@ -297,7 +297,7 @@ def _retry_mixed(row, module, wrapped, spec, precision, staging, card, calib, ca
         last = f"; the last one: {row['failures'][-1]}" if refused and row["failures"] else ""
         row["failures"] = [
             f"mixed precision: no mix with at most half the weights in float passed the gate (at half its "
-            f"allowed loss) on {len(probe.images)} {probe.source} images and then the gate itself (tried "
+            f"allowed loss) on {len(probe.images)} images of {probe.source} and then the gate itself (tried "
             f"{len(details['mixed_search'])}; the gate refused {refused} that passed the search{last})"]
 
 
