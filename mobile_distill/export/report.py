@@ -55,8 +55,9 @@ def format_report(report: Dict) -> str:
         mixed = (r.get("details") or {}).get("mixed_search")
         if mixed and r["status"] == "passed":
             kept = r["details"]["quantization"]["float_ops"]
-            mix = (f"mixed precision keeps {len(kept)} op(s) in float "
-                   f"({100 * r['details'].get('float_weight_fraction', 0.0):.2f} % "
+            # reports written before float_weight_fraction was recorded: the last passing try's share
+            share = r["details"].get("float_weight_fraction", [m for m in mixed if m["passed"]][-1]["float_weight_fraction"])
+            mix = (f"mixed precision keeps {len(kept)} op(s) in float ({100 * share:.2f} % "
                    "of the weights; chosen on" if kept else "ai-edge-quantizer's all-int8 file (its own min-max "
                    "ranges) passes (checked on")
             refused = r["details"].get("gate_refusals")
