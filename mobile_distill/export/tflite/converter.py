@@ -183,8 +183,7 @@ def convert_mixed(module, spec, precision: str, path: Path, metadata: str, calib
     if found["model"] is None:
         return details
     details["quantization"] = mp.recipe_record(q, found["float_ops"])
-    total = sum(op.params for op in q.weight_ops()) or 1
-    details["float_weight_fraction"] = sum(op.params for op in found["float_ops"]) / total
+    details["float_weight_fraction"] = found["float_weight_fraction"]
     return {**written, **details}
 
 

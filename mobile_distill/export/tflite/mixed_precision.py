@@ -275,7 +275,7 @@ def search(q: Quantiser, ranked: Sequence[Op], passes: Callable[[bytes], bool], 
 
     def result(model, kept):
         return {"model": model, "float_ops": kept, "tried": tried, "search_s": time.perf_counter() - start,
-                "refusals": len(refused)}
+                "refusals": len(refused), "float_weight_fraction": sum(op.params for op in kept) / total}
 
     for k in range(1, len(ranked) + 1):
         kept = list(ranked[:k])
