@@ -285,6 +285,13 @@ def main(argv=None):
         p.error(f"{out} holds rows at --epochs-scale {state['epochs_scale']:g}: pass that, or another --out")
     seeds = [int(s) for s in args.seeds.split(",")]
     teacher = teacher_record(args.teacher, args.data)
+    if state.get("teacher", teacher) != teacher:  # the new rows would be distilled from another teacher
+        was = state["teacher"]
+        p.error(f"{out} holds rows distilled from a {was['arch']} teacher with test Recall@1 {was['recall@1']:.4f}; "
+                f"{args.teacher} is another ({teacher['arch']}, {teacher['recall@1']:.4f}): pass that teacher (a "
+                "retrained one matches only on the same CPU kernels and OMP_NUM_THREADS: see its results.json "
+                "provenance), or another --out")
+    state["teacher"] = teacher  # recorded with the first row written, so a resumed sweep is checked too
     start = time.perf_counter()
     done = {r["id"] for r in state["runs"]}
     todo = [s for s in specs(students, modes, seeds, _in_repo(args.teacher), (teacher["arch"], teacher["embedding_dim"]),

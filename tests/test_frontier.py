@@ -3,6 +3,7 @@ distilled and compatible under one teacher, each row's int8 file through the exp
 and the table, JSON and plot written from those runs."""
 
 import json
+import shutil
 
 import pytest
 
@@ -10,7 +11,7 @@ from conftest import load_benchmark, make_shapes_dataset, run_cli, tiny_train_ar
 
 
 @pytest.mark.slow
-def test_sweep_trains_exports_times_and_resumes(tmp_path):
+def test_sweep_trains_exports_times_and_resumes(tmp_path, capsys):
     frontier = load_benchmark("frontier")
     shapes = make_shapes_dataset(tmp_path / "shapes")
     run_cli("train", *tiny_train_args(shapes, tmp_path / "teacher", model="resnet18", **{"embedding-dim": 32}))
@@ -72,9 +73,17 @@ def test_sweep_trains_exports_times_and_resumes(tmp_path):
                for r in again_exported)
     assert [r["int8"]["status"] for r in again_exported] == [r["int8"]["status"] for r in retimed]
     assert all(r["int8"]["latency_ms"] > 0 and "recall@1" in r["int8"] for r in again_exported if r["int8"]["status"] == "passed")
-    for wrong in (["--modes", "distiled"], ["--epochs-scale", "0.5"]):  # a typo; rows of another schedule
-        with pytest.raises(SystemExit):
+    other = tmp_path / "other-teacher"  # the same network retrained elsewhere: other weights, other figures
+    shutil.copytree(teacher.parent, other)
+    results = json.loads((other / "results.json").read_text())
+    results["test"]["recall@1"] += 0.01
+    (other / "results.json").write_text(json.dumps(results))
+    before = out.read_text()
+    for wrong in (["--modes", "distiled"], ["--epochs-scale", "0.5"], ["--teacher", str(other / "last.pt")]):
+        with pytest.raises(SystemExit):  # a typo; rows of another schedule; rows of another teacher
             frontier.main([*args, *wrong])
+    assert out.read_text() == before
+    assert "holds rows distilled from a resnet18 teacher" in capsys.readouterr().err
 
 
 def test_seeds_with_files_of_different_sizes_show_both_and_the_limit_holds_for_the_largest():

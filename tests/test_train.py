@@ -53,11 +53,16 @@ def test_train_writes_run_directory_and_learns(tmp_path):
 
 def test_validation_split_selects_best_without_test_classes(shapes_dir, tmp_path):
     run_cli("train", *tiny_train_args(shapes_dir, tmp_path / "runs", epochs=2, **{"val-classes": 0.5,
-                                                                                  "classes-per-batch": 2}))
+                                                                                  "classes-per-batch": 2}),
+            env={"OMP_NUM_THREADS": "2"})
     run = tmp_path / "runs" / "tiny"
     assert (run / "best.pt").is_file()
     results = json.loads((run / "results.json").read_text())
     assert results["selected"].startswith("best")
+    # what retraining to the same weights needs: the commit, the CPU's kernels and the thread count
+    made = results["provenance"]
+    assert made["command"].startswith("mdistill train") and made["threads"] == 2 and made["cpu_kernels"]
+    assert made["env"]["OMP_NUM_THREADS"] == "2"
     assert "val_recall@1" in (run / "metrics.csv").read_text()
 
     # the validation classes come out of the training classes, never the test classes

@@ -33,6 +33,7 @@ from ..models.complexity import complexity
 from ..qat import float_net
 from ..utils.io import write_json_atomic, write_text_atomic
 from ..utils.progress import bars_off
+from ..utils.provenance import provenance
 from ..utils.seed import epoch_seed, seed_everything
 from .baseline import evaluate_split, say, say_untuned
 from .selection import decision, describe, prefer, score
@@ -202,7 +203,7 @@ def _finish(run: Run) -> Dict:
                "epochs": cfg.epochs, **run.steps, "data": {"name": data.name, **data.summary()},
                "device": str(run.device), "losses": {"task": cfg.loss, "distill": list(cfg.distill)},
                "unlabeled_images": run.n_unlabeled, **({"untuned": untuned["test"]} if untuned else {}),
-               **({"teacher": teacher.record()} if teacher else {})}
+               **({"teacher": teacher.record()} if teacher else {}), "provenance": provenance()}
     if run.main_rank:
         write_json_atomic(run.run_dir / "results.json", results)
     return results

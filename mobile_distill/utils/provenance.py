@@ -3,7 +3,8 @@
 Recorded in every report the toolkit writes (``export_report.json``, ``bench.json``, the
 quantisation report) and in every file under ``benchmarks/results/``, so that a figure can be
 traced to the code and the command that produced it. Figures of tiny models move with the CPU's
-kernels (AVX-512 or AVX2: ``ATEN_CPU_CAPABILITY``), so those are recorded too.
+kernels (AVX-512 or AVX2: ``ATEN_CPU_CAPABILITY``) and with the thread count (the order of
+oneDNN's sums), so those are recorded too.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ def cpu_kernels() -> str:
         return torch.backends.cpu.get_cpu_capability()
     except Exception:  # no torch, or an old one: not knowing is not an error
         return "unknown"
+
+
+def cpu_threads() -> int | None:
+    """The threads PyTorch computes with: training on 1 or 2 threads ends at other weights."""
+    try:
+        import torch
+
+        return torch.get_num_threads()
+    except Exception:
+        return None
 
 
 def git_commit(where: Path = _ROOT) -> Dict[str, object]:
@@ -82,6 +93,7 @@ def provenance(command: Optional[str] = None) -> Dict[str, object]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "cpu_kernels": cpu_kernels(),
+        "threads": cpu_threads(),
         "env": {k: os.environ[k] for k in _ENV if k in os.environ},
         "python": platform.python_version(),
     }
