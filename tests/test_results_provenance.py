@@ -134,3 +134,30 @@ def test_same_training_groups_table_rows_by_code_path_and_matches_caches_by_role
     np.save(b / "teacher_views-ba9876543210-stage3.npy", np.full((3, 4), 1e-7))
     assert same.same_arrays(files(a), files(b)) is False
     assert same.same_arrays([], []) is None
+
+
+_MACHINE_PATH = re.compile(r"""(?:^|[\s"'=(])(/(?:work|tmp|home|root|Users|mnt|var|opt|srv|data)/[^\s"')]*)""")
+
+
+def _machine_paths(text: str) -> list:
+    return _MACHINE_PATH.findall(text)
+
+
+def test_no_results_file_or_docs_page_names_a_path_of_the_machine_that_wrote_it():
+    """A command in a results file is one to type again on another machine: a scratch path of the
+    machine it ran on (``--out /work/scratch/x.json``) is noise there, and tells who ran it where."""
+    files = [p for p in RESULTS.rglob("*") if p.suffix in (".json", ".md", ".csv")]
+    files += [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    found = {str(p.relative_to(REPO)): _machine_paths(p.read_text()) for p in files}
+    assert not {k: v for k, v in found.items() if v}, found
+
+
+def test_the_machine_path_check_can_fail_and_provenance_writes_portable_commands(monkeypatch):
+    from mobile_distill.utils import provenance as prov
+
+    assert _machine_paths('"command": "python benchmarks/frontier.py --out /work/scratch/f.json"') == ["/work/scratch/f.json"]
+    assert not _machine_paths("mdistill export runs/x/last.pt --out-dir exports/x, 1.0 ms/image")
+    home = prov.Path.home()
+    monkeypatch.setattr(prov.sys, "argv", ["mdistill", "export", str(prov._ROOT / "runs" / "a" / "last.pt"),
+                                           f"--out-dir={home / 'exports'}", "--format", "tflite"])
+    assert prov.provenance()["command"] == "mdistill export runs/a/last.pt '--out-dir=~/exports' --format tflite"

@@ -71,6 +71,23 @@ def git_commit(where: Path = _ROOT) -> Dict[str, object]:
     return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(changed)}
 
 
+def _portable(arg: str) -> str:
+    """An absolute path as it reads on another machine: relative inside the checkout, ``~`` for the
+    home directory (results are committed, and one machine's paths mean nothing on the next)."""
+    key, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if not value.startswith("/"):
+        return arg
+    path = Path(value)
+    for base, shown in ((_ROOT, None), (Path.home(), "~")):
+        try:
+            rest = path.relative_to(base)
+        except ValueError:
+            continue
+        value = str(rest) if shown is None else str(Path(shown) / rest)
+        break
+    return f"{key}{eq}{value}"
+
+
 def _command_line() -> str:
     """``mdistill export ...`` or ``python benchmarks/x.py ...``, as a user would type it again."""
     first = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] not in ("", "-c") else None
@@ -82,7 +99,7 @@ def _command_line() -> str:
         program = ["python", str(first.relative_to(_ROOT))]
     else:
         program = [first.name]
-    return shlex.join([*program, *sys.argv[1:]])
+    return shlex.join([*program, *map(_portable, sys.argv[1:])])
 
 
 def provenance(command: Optional[str] = None) -> Dict[str, object]:
