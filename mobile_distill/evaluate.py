@@ -31,6 +31,7 @@ def retrieval_metrics(
     chunk_size: int = 1024,
     domains: Optional[Sequence[str]] = None,
     gallery: Optional[torch.Tensor] = None,
+    per_query: bool = False,
 ) -> Metrics:
     """Leave-one-out Recall@K and MAP@R under cosine similarity, computed in query chunks.
 
@@ -46,6 +47,8 @@ def retrieval_metrics(
         gallery: optional (N, D) second embedding of the same N items for the gallery side
             (asymmetric retrieval: ``embeddings`` from the student embed the queries, ``gallery``
             from the teacher the index); item i is still never its own neighbour.
+        per_query: also return ``per_query`` = ``{"recall@1": [0/1, ...], "map@r": [AP@R, ...]}``,
+            in item order, to compare two models on the same queries by paired differences.
 
     Returns:
         ``recall@K`` (fractions in [0, 1]), ``map@r``, ``num_queries``, ``num_excluded`` and,
@@ -67,6 +70,7 @@ def retrieval_metrics(
 
     cross = _CrossDomain(domains, codes, n, ks) if domains is not None else None
     hits = torch.zeros(len(ks), dtype=torch.long)
+    hit1 = torch.zeros(n, dtype=torch.bool, device=emb.device)  # (N,) each query's Recall@1
     # Per-query AP kept as N scalars (not neighbours) and summed once at the end, so the
     # float64 summation order and hence the result is bit-identical for any chunk_size.
     ap_all = torch.zeros(n, dtype=torch.float64, device=emb.device)  # (N,)
@@ -90,6 +94,7 @@ def retrieval_metrics(
         first = ((sims >= best_pos[:, None]) & ~same_all).sum(1)  # (c,) rank-1 of the 1st hit
         for j, k in enumerate(ks):
             hits[j] += ((first < k) & q_valid).sum().cpu()
+        hit1[start:stop] = first < 1
         if map_at_r:
             ap_all[start:stop] = _ap_at_r(sims, nn_idx, same_all, codes, codes[start:stop], r_all[start:stop], ranks)
         del same_all
@@ -97,11 +102,12 @@ def retrieval_metrics(
             cross.update(sims, start, stop)
         del sims, nn_idx, same  # free the chunk before the next matmul allocates
 
-    return _summary(ks, hits, ap_all if map_at_r else None, valid, cross)
+    return _summary(ks, hits, ap_all if map_at_r else None, valid, cross, hit1 if per_query else None)
 
 
-def _summary(ks, hits, ap_all, valid, cross) -> Metrics:
-    """The metrics from the per-K hit counts and per-query AP@R (``None``: not asked for)."""
+def _summary(ks, hits, ap_all, valid, cross, hit1=None) -> Metrics:
+    """The metrics from the per-K hit counts and per-query AP@R (``None``: not asked for); with
+    ``hit1`` (each query's Recall@1), the scored queries' own figures too."""
     num_q = int(valid.sum())
     out: Metrics = {f"recall@{k}": (hits[j].item() / num_q if num_q else float("nan")) for j, k in enumerate(ks)}
     if ap_all is not None:
@@ -112,6 +118,9 @@ def _summary(ks, hits, ap_all, valid, cross) -> Metrics:
     out["num_excluded"] = len(valid) - num_q
     if cross is not None:
         out.update(cross.result())
+    if hit1 is not None:
+        out["per_query"] = {"recall@1": hit1[valid].double().tolist(),
+                            **({"map@r": ap_all[valid].tolist()} if ap_all is not None else {})}
     return out
 
 
@@ -304,7 +313,7 @@ def format_comparison(rows: Mapping[str, Mapping[str, float]], title: Optional[s
 # ---------------------------------------------------------------- evaluation jobs (used by the CLI)
 def evaluate_samples(model, samples, image_size: int, device="cpu", ks: Sequence[int] = (1, 2, 4, 8),
                      dataset: str = "", domains=None, eval_resize: float = 1.0, batch_size: int = 128,
-                     workers: int = 0, progress: bool = False) -> Metrics:
+                     workers: int = 0, progress: bool = False, per_query: bool = False) -> Metrics:
     """Embed ``(path, label)`` samples with the eval transform and compute ``retrieval_metrics``."""
     from torch.utils.data import DataLoader
 
@@ -319,7 +328,8 @@ def evaluate_samples(model, samples, image_size: int, device="cpu", ks: Sequence
     model.to(device, memory_format=torch.channels_last)
     embeddings, labels = embed(model, loader, device, progress=progress and dd.is_main())
     embeddings, labels = dd.gather_interleaved(embeddings, labels, n=len(samples))
-    return dd.broadcast_object(retrieval_metrics(embeddings, labels, ks=ks, domains=domains) if dd.is_main() else None)
+    return dd.broadcast_object(retrieval_metrics(embeddings, labels, ks=ks, domains=domains, per_query=per_query)
+                               if dd.is_main() else None)
 
 
 def _split(data, split: str):

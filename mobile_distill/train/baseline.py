@@ -24,10 +24,10 @@ def say(text: str) -> None:
 
 
 def evaluate_split(model, samples, cfg: TrainConfig, device, ks=(1, 2, 4, 8), dataset: str = "", domains=None,
-                   progress: bool = False) -> Dict:
+                   progress: bool = False, per_query: bool = False) -> Dict:
     """Recall@K of ``samples`` at the run's eval settings (sharded over the ranks of a distributed run)."""
     return evaluate_samples(model, samples, cfg.image_size, device, ks, dataset, domains, cfg.eval_resize,
-                            cfg.eval_batch_size, cfg.workers, progress)
+                            cfg.eval_batch_size, cfg.workers, progress, per_query)
 
 
 def untuned_baseline(cfg: TrainConfig, data, val_samples, device, run_dir: Path) -> Optional[Dict]:
@@ -45,7 +45,7 @@ def untuned_baseline(cfg: TrainConfig, data, val_samples, device, run_dir: Path)
     if val_samples:
         from .selection import score
 
-        val = evaluate_split(model, val_samples, cfg, device, dataset=data.name)
+        val = evaluate_split(model, val_samples, cfg, device, dataset=data.name, per_query=True)
         out["val_recall@1"] = val["recall@1"]
         out["val"] = {**score(val, cfg.select_on), "epoch": 0, "untuned": True}
     # the first kept model: selection replaces it with an epoch unless it stays measurably better

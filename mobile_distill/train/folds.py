@@ -71,4 +71,8 @@ def _mean(scores: List[Optional[Dict]]) -> Optional[Dict]:
     k = len(scores)
     return {"criterion": next((s.get("criterion") for s in scores if s.get("criterion")), None), "value": sum(s["value"] for s in scores) / k,
             "recall@1": sum(s["recall@1"] for s in scores) / k,
-            "se": math.sqrt(sum(s["se"] ** 2 for s in scores)) / k, "queries": sum(s["queries"] for s in scores)}
+            "se": math.sqrt(sum(s["se"] ** 2 for s in scores)) / k, "queries": sum(s["queries"] for s in scores),
+            # the folds' paired errors of the margin from the untuned weights, combined the same way
+            **({"margin_se": math.sqrt(sum(s["margin_se"] ** 2 for s in scores)) / k,
+                "margin_se_paired": all(s.get("margin_se_paired") for s in scores)}
+               if all("margin_se" in s for s in scores) else {})}

@@ -36,7 +36,7 @@ from ..utils.progress import bars_off
 from ..utils.provenance import provenance
 from ..utils.seed import epoch_seed, seed_everything
 from .baseline import evaluate_split, say, say_untuned
-from .selection import decision, describe, prefer, score
+from .selection import decision, describe, prefer, score, without_queries
 from .setup import (Run, begin, build_models, build_objective, build_optimiser, load_data, memory_format_for,
                     open_run_dir)
 from .teacher import Teacher, asymmetric_metrics, student_view
@@ -152,18 +152,18 @@ def _train_epoch(run: Run, epoch: int) -> None:
     run.train_time += time.perf_counter() - t0
     row = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in stats.items()}, "lr": run.scheduler.get_last_lr()[-1]}
     if run.val_samples:
-        val = evaluate_split(model, run.val_samples, cfg, run.device, dataset=data.name)
+        val = evaluate_split(model, run.val_samples, cfg, run.device, dataset=data.name, per_query=True)
         row.update({"val_recall@1": val["recall@1"], "val_map@r": val["map@r"]})
     if epoch + 1 == cfg.epochs or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
         row["test_recall@1"] = evaluate_split(model, data.test, cfg, run.device, dataset=data.name)["recall@1"]
     run.history.append(row)
     if run.val_samples:
-        candidate = {**score(val, cfg.select_on), "epoch": epoch + 1}
-        run.val_scores.append(candidate)
+        candidate = {**score(val, cfg.select_on, (run.untuned or {}).get("val")), "epoch": epoch + 1}
+        run.val_scores.append(without_queries(candidate))
         if prefer(candidate, run.best_fine_tuned):
-            run.best_fine_tuned = candidate
+            run.best_fine_tuned = without_queries(candidate)
         if prefer(candidate, run.best):  # the kept model: the untuned weights or the best epoch so far
-            run.best = candidate
+            run.best = without_queries(candidate)
             if run.main_rank:
                 save_checkpoint(run.run_dir / "best.pt", run.payload(epoch + 1))
     if cfg.keep_epoch == epoch + 1 and run.main_rank:  # the epoch --val-folds chose

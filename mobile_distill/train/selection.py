@@ -6,7 +6,11 @@ Three rules, because a choice made on a handful of classes is mostly noise:
 - epochs are compared on MAP@R (every relevant neighbour's rank counts, so it moves where Recall@1
   of a few hundred queries ties), Recall@1 breaking ties;
 - fine-tuning on the target data is the prior: the untuned weights are kept only when they are
-  measurably better, by more than the standard error of the criterion on those queries.
+  measurably better, by more than the standard error of the criterion's difference on those
+  queries. Both are scored on the same queries, so the error is that of the paired per-query
+  differences (much smaller than either score's own, which the queries' spread in difficulty
+  dominates); without per-query figures (the means over ``--val-folds``) it is the larger of the
+  two scores' own errors.
 """
 
 from __future__ import annotations
@@ -65,26 +69,48 @@ def split_validation(train: Sequence[Sample], seed: int, fraction: float = 0.0, 
     return [s for s in train if s[1] not in held], [s for s in train if s[1] in held]
 
 
-def score(metrics: Dict, criterion: str = "map@r") -> Dict:
-    """What selection compares, from ``retrieval_metrics``' output: the criterion, Recall@1, and the
-    criterion's standard error over the queries."""
+def score(metrics: Dict, criterion: str = "map@r", untuned: Optional[Dict] = None) -> Dict:
+    """What selection compares, from ``retrieval_metrics``' output: the criterion, Recall@1, the
+    criterion's standard error over the queries and (given the ``untuned`` weights' score) the
+    standard error of the difference from it."""
     n = max(int(metrics.get("num_queries", 0)), 1)
     r1 = float(metrics["recall@1"])
     se = {"map@r": float(metrics.get("map@r_se", 0.0)), "recall@1": math.sqrt(max(r1 * (1 - r1), 0.0) / n)}
-    return {"criterion": criterion, "value": float(metrics[criterion]), "recall@1": r1, "se": se[criterion],
-            "queries": int(metrics.get("num_queries", 0))}
+    out = {"criterion": criterion, "value": float(metrics[criterion]), "recall@1": r1, "se": se[criterion],
+           "queries": int(metrics.get("num_queries", 0))}
+    if criterion in metrics.get("per_query", {}):
+        out["per_query"] = metrics["per_query"][criterion]
+    if untuned is not None:
+        out["margin_se"], out["margin_se_paired"] = margin_se(out, untuned)
+    return out
+
+
+def without_queries(s: Dict) -> Dict:
+    """A score as recorded per epoch and in ``results.json``: without the per-query figures."""
+    return {k: v for k, v in s.items() if k != "per_query"}
+
+
+def margin_se(a: Dict, b: Dict) -> Tuple[float, bool]:
+    """The standard error of ``a``'s criterion minus ``b``'s, and whether it is the paired one (both
+    scored on the same queries), else the larger of the two scores' own errors."""
+    qa, qb = a.get("per_query"), b.get("per_query")
+    if qa is not None and qb is not None and len(qa) == len(qb) > 1:
+        diff = torch.tensor(qa, dtype=torch.float64) - torch.tensor(qb, dtype=torch.float64)
+        return diff.std().item() / math.sqrt(len(diff)), True
+    return max(a["se"], b["se"]), False
 
 
 def prefer(candidate: Dict, best: Optional[Dict]) -> bool:
     """Whether a fine-tuned epoch scored ``candidate`` replaces the kept model scored ``best``.
 
     Against another epoch: a higher (criterion, Recall@1). Against the untuned weights: unless they
-    are better by more than the larger standard error of the two (a tie, or a gap within the noise
-    of these queries, goes to fine-tuning)."""
+    are better by more than the standard error of the difference (``margin_se``: a tie, or a gap
+    within the noise of these queries, goes to fine-tuning)."""
     if best is None:
         return True
     if best.get("untuned"):
-        return candidate["value"] >= best["value"] - max(candidate["se"], best["se"])
+        se = candidate["margin_se"] if "margin_se" in candidate else margin_se(candidate, best)[0]
+        return candidate["value"] >= best["value"] - se
     return (candidate["value"], candidate["recall@1"]) > (best["value"], best["recall@1"])
 
 
@@ -98,6 +124,9 @@ def decision(kept: Optional[Dict], untuned: Optional[Dict], best_fine_tuned: Opt
             out[name] = {k: s[k] for k in ("criterion", "value", "recall@1", "se", "queries", "epoch") if k in s}
     if untuned and best_fine_tuned:
         out["margin"] = best_fine_tuned["value"] - untuned["value"]  # fine-tuned minus untuned
+        out["margin_se"], out["margin_se_paired"] = (
+            (best_fine_tuned["margin_se"], best_fine_tuned["margin_se_paired"]) if "margin_se" in best_fine_tuned
+            else margin_se(best_fine_tuned, untuned))
     return out
 
 
@@ -110,10 +139,12 @@ def describe(record: Dict) -> str:
             f"({crit} {kept['value']:.4f} ± {kept['se']:.4f}, recall@1 {kept['recall@1']:.4f})")
     untuned, best = record.get("untuned_score"), record.get("best_fine_tuned_score")
     if untuned and best:
-        why = ("the untuned weights are better by more than the standard error" if record["kept"] == "untuned"
-               else "fine-tuning is kept unless the untuned weights are better by more than the standard error")
+        se = "paired standard error" if record.get("margin_se_paired") else "standard error"
+        why = (f"the untuned weights are better by more than the {se}" if record["kept"] == "untuned"
+               else f"fine-tuning is kept unless the untuned weights are better by more than the {se}")
         text += (f"; untuned {crit} {untuned['value']:.4f}, best fine-tuned epoch {best['epoch']} "
-                 f"{best['value']:.4f}, margin {record['margin']:+.4f} ({why})")
+                 f"{best['value']:.4f}, margin {record['margin']:+.4f}"
+                 + (f" ± {record['margin_se']:.4f}" if "margin_se" in record else "") + f" ({why})")
     if kept["queries"] < MIN_VAL_QUERIES:
         text += (f". WARNING: {kept['queries']} validation queries are fewer than {MIN_VAL_QUERIES}, too few to tell "
                  f"epochs a point apart: raise --val-queries, or average over class splits with --val-folds K")
