@@ -324,6 +324,8 @@ def test_cli_float16_gates_on_agreement_with_the_stated_eps(trained, tmp_path):
     assert report["thresholds"]["agreement_eps"] == 0.02 and report["thresholds"]["float16_top1_agreement"] == 1.01
     parity = report["rows"][0]["parity"]
     assert parity["recall@1_drop"] <= 0.5 and parity["asymmetric_recall@1_drop"] <= 0.5  # only the agreement failed
+    se = parity["recall@1_drop_se"]  # the sample's error of the drop, said under the table when not zero
+    assert se >= 0 and (f"paired standard error is up to {se:.2f} points" in proc.stdout) == (se > 0)
     assert not (out / "student_float16.tflite").exists()
 
 

@@ -92,6 +92,37 @@ def test_int8_thresholds_are_the_int8_ones():
     assert any("asymmetric Recall@1 drop" in f for f in failures)
 
 
+def _brute_hits(queries, gallery, labels):
+    q, g = _unit(queries).astype(np.float64), _unit(gallery).astype(np.float64)
+    sims = q @ g.T
+    np.fill_diagonal(sims, -np.inf)
+    return (labels[sims.argmax(1)] == labels).astype(float)
+
+
+def test_each_drop_carries_its_paired_standard_error_and_a_borderline_failure_says_so():
+    """The gate measures on a sample of the test images (256 by default): a drop of 1.2 points
+    there may be 0.5 on the whole split. The figures carry each drop's paired standard error, and a
+    failure within one error of the threshold names it and the option that measures on more images."""
+    ref, labels, rng = _clusters(spread=0.5, classes=20, per_class=5)
+    noisy = _unit(ref + 0.4 * rng.normal(size=ref.shape))
+    fig = compare(ref, noisy, labels)
+    n = len(labels)
+    for key, out_hits in (("recall@1_drop", _brute_hits(noisy, noisy, labels)),
+                          ("asymmetric_recall@1_drop", _brute_hits(noisy, ref, labels))):
+        d = _brute_hits(ref, ref, labels) - out_hits
+        assert fig[key] == pytest.approx(100 * d.mean())
+        assert fig[f"{key}_se"] == pytest.approx(100 * d.std(ddof=1) / np.sqrt(n)) and fig[f"{key}_se"] > 0
+    drop, se = fig["recall@1_drop"], fig["recall@1_drop_se"]
+    assert drop > 0  # this noise loses queries, so both thresholds below can fail it
+    loose_agreement = dict(int8_top1_agreement=0.0)
+    borderline = gate(ref, noisy, labels, "int8", Thresholds(int8_recall_drop=drop - se / 2, **loose_agreement))
+    clear = gate(ref, noisy, labels, "int8", Thresholds(int8_recall_drop=drop - 2 * se, **loose_agreement))
+    said = [f for f in borderline.failures if f.startswith("Recall@1 drop")]
+    assert not borderline.passed and len(said) == 1
+    assert f"± {se:.2f}, the paired standard error over these {n} images" in said[0] and "--parity-samples" in said[0]
+    assert not clear.passed and not any("standard error" in f for f in clear.failures if f.startswith("Recall@1"))
+
+
 def test_a_file_that_embeds_nan_fails_with_its_row_count():
     ref, labels, _ = _clusters()
     out = ref.copy()

@@ -74,6 +74,10 @@ def format_report(report: Dict) -> str:
             notes.append(f"! {tag}: {transposes} TRANSPOSE op(s) in the graph")
         if r.get("kept_at"):
             notes.append(f"  {tag}: failed file kept at {r['kept_at']}")
+    ses = [r["parity"]["recall@1_drop_se"] for r in report["rows"] if "recall@1_drop_se" in (r.get("parity") or {})]
+    if ses and max(ses) > 0:  # the drops are a sample's: how far it moves them, so a close call reads as one
+        notes.append(f"  drops are measured on {report['parity_images']} images: their paired standard error is up "
+                     f"to {max(ses):.2f} points here (--parity-samples N measures on more)")
     return "\n".join(out + notes)
 
 
