@@ -146,13 +146,15 @@ def train_cmd(config_file, resume, quiet, nproc, **overrides):
         from .train.ddp import launch_train
 
         sys.exit(launch_train(nproc, cfg, resume, quiet))
+    finished = False
     try:
         results = main(cfg, resume=resume, progress=not quiet)
         if is_main():
             click.echo(format_table(results["test"], title=f"{results['model']['arch']} on test classes"))
             click.echo(f"saved to {results['run_dir']}")
+        finished = True
     finally:
-        shutdown()
+        shutdown(sync=finished)
 
 
 # ---------------------------------------------------------------- eval

@@ -79,8 +79,14 @@ def init_distributed(device_name: str = "auto") -> torch.device:
     return device
 
 
-def shutdown() -> None:
+def shutdown(sync: bool = True) -> None:
+    """Leave the process group. ``sync``: first wait for every rank, so none tears gloo's
+    connections down while a peer still uses them (a rank then aborted with "terminate called
+    without an active exception", once, on a loaded 2-core host); after an error, leave at once (the
+    other ranks may never get there)."""
     if dist.is_initialized():
+        if sync and world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
