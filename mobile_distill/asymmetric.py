@@ -69,13 +69,14 @@ def bridge_from_checkpoint(ckpt: Dict) -> Bridge:
 
 def asymmetric_metrics(queries: torch.Tensor, gallery: torch.Tensor, labels: torch.Tensor, bridge: Bridge,
                        ks: Sequence[int] = (1, 2, 4, 8), who: str = "the query model",
-                       gallery_who: str = "the gallery model") -> Metrics:
+                       gallery_who: str = "the gallery model", per_query: bool = False) -> Metrics:
     """Recall@K and MAP@R of ``queries`` (N, D_q) against ``gallery`` (N, D_g), the same N images,
-    leave-one-out, after the bridge. Sizes no recorded projection joins are refused in one line."""
+    leave-one-out, after the bridge (``per_query``: each query's figures too, as ``retrieval_metrics``).
+    Sizes no recorded projection joins are refused in one line."""
     q = bridge.queries(queries)
     if q.shape[1] != gallery.shape[1]:
         projected = f" (projected to {q.shape[1]} for the teacher it was distilled from)" if bridge.projection is not None else ""
         raise ConfigError(f"{who} embeds {queries.shape[1]} numbers{projected} and {gallery_who} {gallery.shape[1]}; no "
                           "recorded projection joins them (a student records one when its absolute loss meets a "
                           "teacher of another size): evaluate it against the teacher it was distilled from")
-    return retrieval_metrics(q, labels, ks=ks, gallery=bridge.gallery(gallery))
+    return retrieval_metrics(q, labels, ks=ks, gallery=bridge.gallery(gallery), per_query=per_query)

@@ -123,6 +123,25 @@ def test_each_drop_carries_its_paired_standard_error_and_a_borderline_failure_sa
     assert not clear.passed and not any("standard error" in f for f in clear.failures if f.startswith("Recall@1"))
 
 
+def test_the_teacher_gallery_drop_carries_its_paired_error_too():
+    """A compatible student's third drop (its queries against the server's index) has the same
+    paired error: brute force against a teacher-embedded gallery of the same images."""
+    import torch
+
+    from mobile_distill.asymmetric import Bridge
+    from mobile_distill.export.parity import ServerGallery
+
+    ref, labels, rng = _clusters(spread=0.5, classes=20, per_class=5)
+    teacher = _unit(ref + 0.3 * rng.normal(size=ref.shape))
+    noisy = _unit(ref + 0.4 * rng.normal(size=ref.shape))
+    server = ServerGallery(torch.as_tensor(teacher), Bridge(), "the teacher")
+    fig = compare(ref, noisy, labels, server=server)
+    d = _brute_hits(ref, teacher, labels) - _brute_hits(noisy, teacher, labels)
+    assert fig["teacher_gallery_recall@1_drop"] == pytest.approx(100 * d.mean())
+    assert fig["teacher_gallery_recall@1_drop_se"] == pytest.approx(100 * d.std(ddof=1) / np.sqrt(len(d)))
+    assert fig["teacher_gallery_recall@1_drop_se"] > 0
+
+
 def test_a_file_that_embeds_nan_fails_with_its_row_count():
     ref, labels, _ = _clusters()
     out = ref.copy()

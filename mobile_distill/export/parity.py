@@ -40,12 +40,13 @@ class ServerGallery:
     bridge: object
     name: str
 
-    def recall_at_1(self, queries: np.ndarray, labels: np.ndarray) -> float:
+    def recall_at_1(self, queries: np.ndarray, labels: np.ndarray, hits: bool = False):
+        """In points; ``hits``: also each query's hit, as ``recall_at_1`` below."""
         from ..asymmetric import asymmetric_metrics
 
         m = asymmetric_metrics(torch.as_tensor(queries).float(), self.embeddings, torch.as_tensor(labels),
-                               self.bridge, ks=(1,), who="the student", gallery_who=self.name)
-        return 100 * float(m["recall@1"])
+                               self.bridge, ks=(1,), who="the student", gallery_who=self.name, per_query=hits)
+        return (100 * float(m["recall@1"]), m["per_query"]["recall@1"]) if hits else 100 * float(m["recall@1"])
 
 
 @dataclass
@@ -121,9 +122,11 @@ def compare(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, eps
     regret = sims_ref[rows, top_ref] - sims_ref[rows, top_out]
     served = {}
     if server is not None:
-        r1_server_ref, r1_server = server.recall_at_1(reference, labels), server.recall_at_1(exported, labels)
+        (r1_server_ref, hit_server_ref), (r1_server, hit_server) = (server.recall_at_1(reference, labels, hits=True),
+                                                                    server.recall_at_1(exported, labels, hits=True))
         served = {"teacher_gallery_recall@1_pytorch": r1_server_ref, "teacher_gallery_recall@1": r1_server,
-                  "teacher_gallery_recall@1_drop": r1_server_ref - r1_server}
+                  "teacher_gallery_recall@1_drop": r1_server_ref - r1_server,
+                  "teacher_gallery_recall@1_drop_se": paired_se(hit_server_ref, hit_server)}
     return {
         **served,
         "images": int(ref.shape[0]),
