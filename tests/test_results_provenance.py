@@ -145,7 +145,7 @@ def _machine_paths(text: str) -> list:
 
 def test_no_results_file_or_docs_page_names_a_path_of_the_machine_that_wrote_it():
     """A command in a results file is one to type again on another machine: a scratch path of the
-    machine it ran on (``--out /work/scratch/x.json``) is noise there, and tells who ran it where."""
+    machine it ran on (``--out /home/alice/scratch/x.json``) is noise there, and tells who ran it where."""
     files = [p for p in RESULTS.rglob("*") if p.suffix in (".json", ".md", ".csv")]
     files += [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     found = {str(p.relative_to(REPO)): _machine_paths(p.read_text()) for p in files}
@@ -155,7 +155,7 @@ def test_no_results_file_or_docs_page_names_a_path_of_the_machine_that_wrote_it(
 def test_the_machine_path_check_can_fail_and_provenance_writes_portable_commands(monkeypatch):
     from mobile_distill.utils import provenance as prov
 
-    assert _machine_paths('"command": "python benchmarks/frontier.py --out /work/scratch/f.json"') == ["/work/scratch/f.json"]
+    assert _machine_paths('"command": "python benchmarks/frontier.py --out /home/alice/scratch/f.json"') == ["/home/alice/scratch/f.json"]
     assert not _machine_paths("mdistill export runs/x/last.pt --out-dir exports/x, 1.0 ms/image")
     home = prov.Path.home()
     monkeypatch.setattr(prov.sys, "argv", ["mdistill", "export", str(prov._ROOT / "runs" / "a" / "last.pt"),
