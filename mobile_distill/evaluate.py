@@ -105,6 +105,14 @@ def retrieval_metrics(
     return _summary(ks, hits, ap_all if map_at_r else None, valid, cross, hit1 if per_query else None)
 
 
+def paired_standard_error(a: Sequence[float], b: Sequence[float]) -> float:
+    """Standard error of mean(a) - mean(b) when both score the same queries (``per_query`` lists):
+    the spread of the per-query differences, not of either score, which the queries' difficulty
+    dominates. NaN for fewer than two queries."""
+    d = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    return d.std().item() / len(d) ** 0.5 if len(d) > 1 else float("nan")
+
+
 def _summary(ks, hits, ap_all, valid, cross, hit1=None) -> Metrics:
     """The metrics from the per-K hit counts and per-query AP@R (``None``: not asked for); with
     ``hit1`` (each query's Recall@1), the scored queries' own figures too."""

@@ -100,8 +100,9 @@ def recall_at_1(emb: np.ndarray, labels: np.ndarray, gallery: Optional[np.ndarra
 def paired_se(a: list, b: list) -> float:
     """Standard error (in points) of Recall@1(a) - Recall@1(b) over the same queries: the gate's
     drops are measured on a sample of the test images, and this is how far that sample moves them."""
-    d = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
-    return 100 * d.std().item() / len(d) ** 0.5 if len(d) > 1 else float("nan")
+    from ..evaluate import paired_standard_error
+
+    return 100 * paired_standard_error(a, b)
 
 
 def compare(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, eps: float = 0.01,

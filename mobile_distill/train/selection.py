@@ -20,6 +20,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..evaluate import paired_standard_error
+
 CRITERIA = ("map@r", "recall@1")
 # Below this many validation queries the standard error of MAP@R is about 2 points or more on our
 # small sets (per-query AP@R spreads with a standard deviation near 0.3): a choice between epochs a
@@ -95,8 +97,7 @@ def margin_se(a: Dict, b: Dict) -> Tuple[float, bool]:
     scored on the same queries), else the larger of the two scores' own errors."""
     qa, qb = a.get("per_query"), b.get("per_query")
     if qa is not None and qb is not None and len(qa) == len(qb) > 1:
-        diff = torch.tensor(qa, dtype=torch.float64) - torch.tensor(qb, dtype=torch.float64)
-        return diff.std().item() / math.sqrt(len(diff)), True
+        return paired_standard_error(qa, qb), True
     return max(a["se"], b["se"]), False
 
 

@@ -78,13 +78,10 @@ def _portable(arg: str) -> str:
     if not value.startswith("/"):
         return arg
     path = Path(value)
-    for base, shown in ((_ROOT, None), (Path.home(), "~")):
-        try:
-            rest = path.relative_to(base)
-        except ValueError:
-            continue
-        value = str(rest) if shown is None else str(Path(shown) / rest)
-        break
+    if path.is_relative_to(_ROOT):
+        value = str(path.relative_to(_ROOT))
+    elif path.is_relative_to(Path.home()):
+        value = str(Path("~") / path.relative_to(Path.home()))
     return f"{key}{eq}{value}"
 
 
